@@ -1,0 +1,128 @@
+"""Wide ResNet (WRN-depth-width) exactly as the DASO reference builds it.
+
+Reference semantics (ytaek-oh/daso ``lib/models/wrn.py``; spec/DASO.md):
+- LeakyReLU(0.1); BatchNorm with PyTorch's defaults (momentum 0.1 -> Keras 0.9,
+  epsilon 1e-5);
+- 3x3 convolutions with an explicit 1-pixel zero pad ("valid" afterwards), because
+  Keras' "same" pads strided convolutions asymmetrically where PyTorch pads both sides;
+- the first block of the first stage activates before the residual split (both the
+  shortcut and the residual branch see BN+LeakyReLU of the input); all others add the
+  raw input (or its strided 1x1 projection) to the residual branch;
+- kaiming-normal (fan_out) convolutions; BN gamma 1, beta 0;
+- output: the globally average-pooled features of width 64 * width (no classifier; the
+  algorithms own the linear head, see ``daso_tf.models.classifier_head``).
+
+Layer names are stable: ``daso_tf.models.reference_weights`` maps the reference
+state-dict names onto them.
+"""
+
+import keras
+
+# PyTorch BatchNorm2d defaults expressed in Keras terms.
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+LEAKY_SLOPE = 0.1
+
+
+def conv_kernel_initializer():
+    # torch.nn.init.kaiming_normal_(mode="fan_out", nonlinearity="relu"): N(0, 2/fan_out), untruncated.
+    return keras.initializers.VarianceScaling(scale=2.0, mode="fan_out", distribution="untruncated_normal")
+
+
+def classifier_kernel_initializer():
+    # torch.nn.init.xavier_normal_: N(0, 2/(fan_in+fan_out)), untruncated.
+    return keras.initializers.VarianceScaling(scale=1.0, mode="fan_avg", distribution="untruncated_normal")
+
+
+def _batch_norm(name):
+    return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
+
+
+def _leaky_relu(name):
+    return keras.layers.LeakyReLU(negative_slope=LEAKY_SLOPE, name=name)
+
+
+def _conv3x3(x, filters, stride, name):
+    x = keras.layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
+    return keras.layers.Conv2D(
+        filters, 3, strides=stride, padding="valid", use_bias=False,
+        kernel_initializer=conv_kernel_initializer(), name=name,
+    )(x)
+
+
+def _residual_block(x, filters, stride, activate_before_residual, name):
+    in_filters = x.shape[-1]
+    if activate_before_residual:
+        x = _batch_norm(f"{name}_pre_act_bn")(x)
+        x = _leaky_relu(f"{name}_pre_act_relu")(x)
+        residual = x
+    else:
+        residual = _batch_norm(f"{name}_bn1")(x)
+        residual = _leaky_relu(f"{name}_relu1")(residual)
+    residual = _conv3x3(residual, filters, stride, f"{name}_conv1")
+    residual = _batch_norm(f"{name}_bn2")(residual)
+    residual = _leaky_relu(f"{name}_relu2")(residual)
+    residual = _conv3x3(residual, filters, 1, f"{name}_conv2")
+    if stride >= 2 or in_filters != filters:
+        shortcut = keras.layers.Conv2D(
+            filters, 1, strides=stride, padding="valid", use_bias=False,
+            kernel_initializer=conv_kernel_initializer(), name=f"{name}_identity",
+        )(x)
+    else:
+        shortcut = x
+    return keras.layers.Add(name=f"{name}_add")([shortcut, residual])
+
+
+@keras.saving.register_keras_serializable(package="daso_tf")
+class WideResNet(keras.Model):
+    """WRN-``depth``-``width`` feature extractor: normalised images -> pooled features.
+
+    Args:
+        depth: 6n + 4 (28 for the paper's WRN-28-2).
+        width: widening factor; the feature width is ``64 * width``.
+        input_shape: image shape, channels last. Height and width may be None.
+    """
+
+    def __init__(self, depth=28, width=2, input_shape=(None, None, 3), **kwargs):
+        if (depth - 4) % 6 != 0 or depth < 10:
+            raise ValueError(f"WideResNet depth must be 6n+4 with n >= 1 (10, 16, 22, 28, ...); got {depth}.")
+        if width < 1:
+            raise ValueError(f"WideResNet width must be >= 1; got {width}.")
+        blocks_per_stage = (depth - 4) // 6
+        filters = [16, 16 * width, 32 * width, 64 * width]
+
+        images = keras.Input(shape=tuple(input_shape), name="images")
+        x = _conv3x3(images, filters[0], 1, "init_conv")
+        for stage in range(3):
+            for block in range(blocks_per_stage):
+                first = block == 0
+                x = _residual_block(
+                    x,
+                    filters[stage + 1],
+                    stride=2 if (first and stage > 0) else 1,
+                    activate_before_residual=(first and stage == 0),
+                    name=f"unit{stage + 1}_{block}",
+                )
+        x = _batch_norm("final_bn")(x)
+        x = _leaky_relu("final_relu")(x)
+        features = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+        kwargs.setdefault("name", f"wrn_{depth}_{width}")
+        super().__init__(inputs=images, outputs=features, **kwargs)
+
+        self.depth = depth
+        self.width = width
+        self.image_input_shape = tuple(input_shape)
+        self.feature_dim = filters[3]
+
+    def get_config(self):
+        return {
+            "depth": self.depth,
+            "width": self.width,
+            "input_shape": self.image_input_shape,
+            "name": self.name,
+            "trainable": self.trainable,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
