@@ -1,0 +1,372 @@
+"""SemiSupervisedModel: what every learner shares (spec/DASO.md sections 1 and 3).
+
+- an online ``ClassifierNetwork`` (backbone + linear head, pixel normalisation inside) and
+  its EMA copy, updated after every optimiser step for weights AND BatchNorm moving
+  statistics with decay ``min(1 - 1/(t+1), ema_decay)``;
+- ``evaluate`` / ``predict`` / ``__call__`` run the EMA network in inference mode;
+- the step counter ``step`` (0-based index of the next training step);
+- the train-step skeleton: one online forward pass over ``[x_l, u_w, u_s]`` (BatchNorm
+  statistics span the whole concatenation), the algorithm's losses, the gradient step on
+  the online network only, the EMA update, the algorithm's bookkeeping;
+- multi-replica plumbing (``all_gather``, losses scaled for the global batch).
+
+A learner subclasses this and fills in ``compute_losses`` (and optionally the hooks
+``before_online_forward`` / ``after_optimizer_step`` / ``build_state``). All state is
+held in Keras variables, so ``tf.train.Checkpoint(model=..., optimizer=...)`` and the
+``.keras`` format save all of it.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from daso_tf.models.classifier_network import ClassifierNetwork
+from daso_tf.optimizers import reference_sgd
+
+
+def replica_context():
+    """The current replica context, or None outside one (cross-replica context)."""
+    return tf.distribute.get_replica_context()
+
+
+def num_replicas_in_sync():
+    context = replica_context()
+    return 1 if context is None else context.num_replicas_in_sync
+
+
+def all_gather(tensor):
+    """Concatenate ``tensor`` over replicas along axis 0 (identity on one replica).
+
+    The gathered order equals the global batch order, so state updated from gathered
+    tensors matches a one-device run (TF_NOTES.md, MirroredStrategy rule 2).
+    """
+    context = replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return tensor
+    return context.all_gather(tensor, axis=0)
+
+
+def clone_backbone(backbone):
+    """A fresh, structurally identical copy of ``backbone`` (weights copied later)."""
+    try:
+        return keras.models.clone_model(backbone)
+    except Exception as error:  # subclassed models without a usable get_config
+        raise ValueError(
+            f"Could not copy the backbone {backbone.name!r} for the EMA network: {error}. "
+            "A backbone must be a functional/Sequential model or a subclassed model whose "
+            "get_config()/from_config() recreate it."
+        ) from error
+
+
+class SemiSupervisedModel(keras.Model):
+    """Base of every learner: online + EMA networks, step counter, shared train step.
+
+    Args:
+        backbone: Keras model mapping normalised float images [B, H, W, 3] to features [B, D].
+        num_classes: number of classes K.
+        normalization: ``(mean, std)``; when set, inputs are pixels in [0, 255].
+        labeled_class_counts: per-class labeled counts N_k (the labeled prior, used by logit
+            adjustment and the test-time logit-adjusted metric).
+        ema_decay: the EMA decay cap (0.999).
+        class_names: optional list of K names, kept for export.
+    """
+
+    def __init__(self, backbone, num_classes, normalization=None, labeled_class_counts=None,
+                 ema_decay=0.999, class_names=None, **kwargs):
+        super().__init__(**kwargs)
+        num_classes = int(num_classes)
+        if labeled_class_counts is not None:
+            labeled_class_counts = [int(c) for c in labeled_class_counts]
+            if len(labeled_class_counts) != num_classes or min(labeled_class_counts) <= 0:
+                raise ValueError(
+                    f"labeled_class_counts must hold {num_classes} positive counts; "
+                    f"got {labeled_class_counts}."
+                )
+        if class_names is not None:
+            class_names = [str(c) for c in class_names]
+            if len(class_names) != num_classes:
+                raise ValueError(f"class_names must hold {num_classes} names; got {len(class_names)}.")
+        if not 0.0 <= float(ema_decay) < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1); got {ema_decay}.")
+        self.num_classes = num_classes
+        self.labeled_class_counts = labeled_class_counts
+        self.class_names = class_names
+        self.ema_decay = float(ema_decay)
+        self.online_network = ClassifierNetwork(
+            backbone, num_classes, normalization=normalization, name="online_network")
+        self.ema_network = ClassifierNetwork(
+            clone_backbone(backbone), num_classes, normalization=normalization, name="ema_network")
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def backbone(self):
+        return self.online_network.backbone
+
+    @property
+    def ema_backbone(self):
+        return self.ema_network.backbone
+
+    @property
+    def normalization(self):
+        return self.online_network.normalization
+
+    def build(self, input_shape):
+        """Create all variables for images of ``input_shape`` ([B, H, W, C] or [H, W, C])."""
+        image_shape = tuple(input_shape)[-3:]
+        if any(d is None for d in image_shape) or len(image_shape) != 3:
+            raise ValueError(f"build() needs a concrete image shape (H, W, C); got {input_shape}.")
+        dummy = ops.zeros((1,) + image_shape, dtype="float32")
+        features = self.online_network.features(dummy)
+        self.online_network.classifier(features)
+        if len(features.shape) != 2:
+            raise ValueError(
+                f"The backbone must return pooled features [batch, D]; it returned shape "
+                f"{tuple(features.shape)}."
+            )
+        self.ema_network.classifier(self.ema_network.features(dummy))
+        self._check_twin_networks()
+        for ema_weight, weight in zip(self.ema_network.weights, self.online_network.weights):
+            ema_weight.assign(weight)
+            # The EMA network is state, not trained. Its layers stay `trainable` so that its
+            # BatchNorm uses batch statistics when it encodes labeled images (spec section 3),
+            # but its variables are hidden from the optimiser.
+            ema_weight.trainable = False
+        self.feature_dim = int(features.shape[-1])
+        self.image_shape = image_shape
+        self.step = self.add_weight(
+            name="step", shape=(), dtype="int64", initializer="zeros", trainable=False,
+            aggregation="only_first_replica")
+        self.build_state(self.feature_dim)
+        self.built = True
+
+    def build_state(self, feature_dim):
+        """Hook: create the learner's own state (queues, histograms, extra heads)."""
+
+    def _check_twin_networks(self):
+        online, ema = self.online_network.weights, self.ema_network.weights
+        if len(online) != len(ema) or any(a.shape != b.shape for a, b in zip(online, ema)):
+            raise ValueError(
+                "The EMA copy of the backbone does not have the same variables as the backbone; "
+                "make sure the backbone's get_config()/from_config() recreate it exactly."
+            )
+
+    # ------------------------------------------------------------------ compile / fit
+    def compile(self, optimizer=None, **kwargs):
+        """Compile with the reference optimiser by default (spec step 9).
+
+        The losses are the algorithm's own; ``loss=`` and ``metrics=`` are refused.
+        """
+        for key in ("loss", "metrics", "loss_weights", "weighted_metrics"):
+            if kwargs.get(key) is not None:
+                raise ValueError(
+                    f"{type(self).__name__}.compile() does not take `{key}`: the algorithm defines "
+                    "its losses; evaluation reports loss and accuracy of the EMA network."
+                )
+            kwargs.pop(key, None)
+        super().compile(optimizer=reference_sgd() if optimizer is None else optimizer, **kwargs)
+
+    def fit(self, x=None, *args, **kwargs):
+        if not self.built:
+            self.build(self._image_shape_from_data(x))
+        return super().fit(x, *args, **kwargs)
+
+    def evaluate(self, x=None, *args, **kwargs):
+        if not self.built:
+            raise ValueError(f"{type(self).__name__} must be built (trained or restored) before evaluate().")
+        return super().evaluate(x, *args, **kwargs)
+
+    @staticmethod
+    def _image_shape_from_data(data):
+        spec = getattr(data, "element_spec", None)
+        if spec is None:
+            raise ValueError(
+                "fit() needs a tf.data.Dataset yielding ((x_labeled, y_labeled), (u_weak, u_strong)) "
+                "to build the model, or call model.build((None, H, W, 3)) first."
+            )
+        try:
+            image_spec = spec[0][0]
+        except (TypeError, IndexError, KeyError):
+            raise ValueError(
+                "The training dataset must yield ((x_labeled, y_labeled), (u_weak, u_strong)); "
+                f"its element_spec is {spec}."
+            ) from None
+        return tuple(image_spec.shape)
+
+    # ------------------------------------------------------------------ inference
+    def call(self, images, training=False):
+        """EMA network logits, inference mode (what evaluate/predict/export use)."""
+        del training  # the EMA network is never trained through __call__
+        return self.ema_network(images, training=False)
+
+    def test_step(self, data):
+        images, labels = self._unpack_eval_batch(data)
+        logits = self.ema_network(images, training=False)
+        logits = ops.cast(logits, "float32")
+        loss = ops.mean(ops.sparse_categorical_crossentropy(labels, logits, from_logits=True))
+        self.loss_tracker.update_state(loss, sample_weight=ops.shape(labels)[0])
+        self.accuracy_tracker.update_state(labels, logits)
+        return {"loss": self.loss_tracker.result(), "accuracy": self.accuracy_tracker.result()}
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.accuracy_tracker]
+
+    def _unpack_eval_batch(self, data):
+        if not isinstance(data, (tuple, list)) or len(data) < 2:
+            raise ValueError("evaluate() needs batches of (images, labels).")
+        images, labels = data[0], data[1]
+        self._check_images("images", images)
+        self._check_labels("labels", labels)
+        return images, labels
+
+    # ------------------------------------------------------------------ training
+    def unpack_train_batch(self, data):
+        """Validate and name the parts of ((x_l, y_l), (u_w, u_s[, u_true]))."""
+        structure_error = ValueError(
+            "Training batches must be ((x_labeled, y_labeled), (u_weak, u_strong)) or "
+            "((x_labeled, y_labeled), (u_weak, u_strong, u_true_labels)); got "
+            f"{tf.nest.map_structure(lambda t: getattr(t, 'shape', t), data)}."
+        )
+        if not isinstance(data, (tuple, list)) or len(data) != 2:
+            raise structure_error
+        labeled, unlabeled = data
+        if not isinstance(labeled, (tuple, list)) or len(labeled) != 2:
+            raise structure_error
+        if not isinstance(unlabeled, (tuple, list)) or len(unlabeled) not in (2, 3):
+            raise structure_error
+        batch = {"x_l": labeled[0], "y_l": labeled[1], "u_w": unlabeled[0], "u_s": unlabeled[1],
+                 "u_true": unlabeled[2] if len(unlabeled) == 3 else None}
+        for key in ("x_l", "u_w", "u_s"):
+            self._check_images(key, batch[key])
+        self._check_labels("y_labeled", batch["y_l"])
+        if batch["u_true"] is not None:
+            self._check_labels("u_true_labels", batch["u_true"], allow_unknown=True)
+        if batch["u_w"].shape[0] is not None and batch["u_s"].shape[0] is not None \
+                and batch["u_w"].shape[0] != batch["u_s"].shape[0]:
+            raise ValueError(
+                f"u_weak and u_strong must hold the same images; got batch sizes "
+                f"{batch['u_w'].shape[0]} and {batch['u_s'].shape[0]}.")
+        return batch
+
+    def _check_images(self, name, images):
+        shape = images.shape
+        if len(shape) != 4:
+            raise ValueError(f"{name} must be images [batch, H, W, C]; got shape {tuple(shape)}.")
+        expected = getattr(self, "image_shape", None)
+        if expected is not None and shape[-1] is not None and shape[-1] != expected[-1]:
+            raise ValueError(f"{name} must have {expected[-1]} channels (channels last); got shape {tuple(shape)}.")
+        if not (images.dtype.is_floating or images.dtype.is_integer):
+            raise ValueError(f"{name} must be uint8 or float pixels; got dtype {images.dtype.name}.")
+
+    def _check_labels(self, name, labels, allow_unknown=False):
+        if len(labels.shape) != 1:
+            raise ValueError(f"{name} must be integer class ids [batch]; got shape {tuple(labels.shape)}.")
+        if not labels.dtype.is_integer:
+            raise ValueError(f"{name} must be integer class ids; got dtype {labels.dtype.name}.")
+        if getattr(self, "jit_compile", False):
+            return  # XLA cannot run assertions; the data helpers validate labels up front.
+        lower = -1 if allow_unknown else 0
+        tf.debugging.assert_greater_equal(
+            labels, tf.cast(lower, labels.dtype), message=f"{name}: class id below {lower}")
+        tf.debugging.assert_less(
+            labels, tf.cast(self.num_classes, labels.dtype),
+            message=f"{name}: class id >= num_classes ({self.num_classes})")
+
+    def train_step(self, data):
+        logs, _ = self.train_step_with_outputs(data)
+        return logs
+
+    def train_step_with_outputs(self, data):
+        """One training step; returns (logs, per-sample outputs of this replica).
+
+        The outputs (``pseudo_labels``, ``mask``, ...) are what a replay or a diagnostic
+        needs to compare with the reference; ``fit`` only uses the logs.
+        """
+        batch = self.unpack_train_batch(data)
+        step = ops.convert_to_tensor(self.step)
+        self.before_online_forward(batch, step)
+        num_labeled = ops.shape(batch["x_l"])[0]
+        num_unlabeled = ops.shape(batch["u_w"])[0]
+        views = [batch["x_l"], batch["u_w"], batch["u_s"]]
+        if len({view.dtype for view in views}) > 1:
+            views = [ops.cast(view, "float32") for view in views]
+        images = ops.concatenate(views, axis=0)
+        with tf.GradientTape() as tape:
+            features, logits = self.online_network.features_and_logits(images, training=True)
+            parts = {
+                "features_l": features[:num_labeled],
+                "features_w": features[num_labeled:num_labeled + num_unlabeled],
+                "features_s": features[num_labeled + num_unlabeled:],
+                "logits_l": logits[:num_labeled],
+                "logits_w": logits[num_labeled:num_labeled + num_unlabeled],
+                "logits_s": logits[num_labeled + num_unlabeled:],
+            }
+            losses, outputs = self.compute_losses(batch, parts, step)
+            # Gradients are summed over replicas: scale each replica's mean loss so the sum
+            # is the global-batch mean (TF_NOTES.md rule 7).
+            scaled_loss = losses["loss"] / ops.cast(num_replicas_in_sync(), losses["loss"].dtype)
+            scaled_loss = self.optimizer.scale_loss(scaled_loss)
+        variables = self.trainable_variables
+        gradients = tape.gradient(scaled_loss, variables)
+        self.optimizer.apply(gradients, variables)
+        self.update_ema(step)
+        self.after_optimizer_step(batch, outputs, step)
+        self.step.assign(step + 1)
+        logs = dict(losses)
+        logs["mask"] = ops.mean(ops.cast(outputs["mask"], "float32")) if "mask" in outputs else 0.0
+        return logs, outputs
+
+    def compute_losses(self, batch, parts, step):
+        """Return ({"loss": total, "loss_x": ..., ...}, outputs). Implemented by learners."""
+        raise NotImplementedError
+
+    def before_online_forward(self, batch, step):
+        """Hook run before the online forward pass (DASO: enqueue EMA labeled features)."""
+
+    def after_optimizer_step(self, batch, outputs, step):
+        """Hook run after the optimiser and EMA updates (DASO: histogram bookkeeping)."""
+
+    def update_ema(self, step):
+        """ema = d*ema + (1-d)*w for every weight and BatchNorm statistic (spec section 1.10)."""
+        t = ops.cast(step, "float64")
+        decay = ops.minimum(1.0 - 1.0 / (t + 1.0), ops.convert_to_tensor(self.ema_decay, "float64"))
+        for ema_weight, weight in zip(self.ema_network.weights, self.online_network.weights):
+            dtype = ema_weight.dtype
+            if not tf.as_dtype(dtype).is_floating:
+                continue  # e.g. seed-generator state of a dropout layer
+            d = ops.cast(decay, dtype)
+            ema_weight.assign(d * ema_weight + ops.cast(1.0 - decay, dtype) * ops.cast(weight, dtype))
+
+    # ------------------------------------------------------------------ helpers for learners
+    def loss_dtype(self):
+        """Losses and pseudo-labels are computed in the variable dtype (float32 under mixed
+        precision, float64 under a float64 policy)."""
+        return self.dtype_policy.variable_dtype
+
+    def labeled_prior(self):
+        if self.labeled_class_counts is None:
+            raise ValueError(
+                f"{type(self).__name__} needs labeled_class_counts for logit adjustment / ABC.")
+        counts = np.asarray(self.labeled_class_counts, dtype="float64")
+        return ops.convert_to_tensor(counts / counts.sum(), dtype=self.loss_dtype())
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "backbone": keras.saving.serialize_keras_object(self.online_network.backbone),
+            "num_classes": self.num_classes,
+            "normalization": self.online_network.normalization,
+            "labeled_class_counts": self.labeled_class_counts,
+            "ema_decay": self.ema_decay,
+            "class_names": self.class_names,
+        })
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)
