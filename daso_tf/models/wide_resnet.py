@@ -34,8 +34,9 @@ def classifier_kernel_initializer():
     return keras.initializers.VarianceScaling(scale=1.0, mode="fan_avg", distribution="untruncated_normal")
 
 
-def _batch_norm(name):
-    return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
+def _batch_norm(name, synchronized=False):
+    return keras.layers.BatchNormalization(
+        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=synchronized, name=name)
 
 
 def _leaky_relu(name):
@@ -50,17 +51,17 @@ def _conv3x3(x, filters, stride, name):
     )(x)
 
 
-def _residual_block(x, filters, stride, activate_before_residual, name):
+def _residual_block(x, filters, stride, activate_before_residual, name, sync_bn):
     in_filters = x.shape[-1]
     if activate_before_residual:
-        x = _batch_norm(f"{name}_pre_act_bn")(x)
+        x = _batch_norm(f"{name}_pre_act_bn", sync_bn)(x)
         x = _leaky_relu(f"{name}_pre_act_relu")(x)
         residual = x
     else:
-        residual = _batch_norm(f"{name}_bn1")(x)
+        residual = _batch_norm(f"{name}_bn1", sync_bn)(x)
         residual = _leaky_relu(f"{name}_relu1")(residual)
     residual = _conv3x3(residual, filters, stride, f"{name}_conv1")
-    residual = _batch_norm(f"{name}_bn2")(residual)
+    residual = _batch_norm(f"{name}_bn2", sync_bn)(residual)
     residual = _leaky_relu(f"{name}_relu2")(residual)
     residual = _conv3x3(residual, filters, 1, f"{name}_conv2")
     if stride >= 2 or in_filters != filters:
@@ -81,9 +82,14 @@ class WideResNet(keras.Model):
         depth: 6n + 4 (28 for the paper's WRN-28-2).
         width: widening factor; the feature width is ``64 * width``.
         input_shape: image shape, channels last. Height and width may be None.
+        synchronized_batch_norm: compute BatchNorm statistics over the global batch under a
+            multi-replica strategy, so that N replicas train like one device on the
+            concatenated batch (the reference's statistics span all 320 images of a step).
+            Leave False on one device: its moments are computed more accurately.
     """
 
-    def __init__(self, depth=28, width=2, input_shape=(None, None, 3), **kwargs):
+    def __init__(self, depth=28, width=2, input_shape=(None, None, 3),
+                 synchronized_batch_norm=False, **kwargs):
         if (depth - 4) % 6 != 0 or depth < 10:
             raise ValueError(f"WideResNet depth must be 6n+4 with n >= 1 (10, 16, 22, 28, ...); got {depth}.")
         if width < 1:
@@ -102,8 +108,9 @@ class WideResNet(keras.Model):
                     stride=2 if (first and stage > 0) else 1,
                     activate_before_residual=(first and stage == 0),
                     name=f"unit{stage + 1}_{block}",
+                    sync_bn=synchronized_batch_norm,
                 )
-        x = _batch_norm("final_bn")(x)
+        x = _batch_norm("final_bn", synchronized_batch_norm)(x)
         x = _leaky_relu("final_relu")(x)
         features = keras.layers.GlobalAveragePooling2D(name="pool")(x)
         kwargs.setdefault("name", f"wrn_{depth}_{width}")
@@ -113,12 +120,14 @@ class WideResNet(keras.Model):
         self.width = width
         self.image_input_shape = tuple(input_shape)
         self.feature_dim = filters[3]
+        self.synchronized_batch_norm = bool(synchronized_batch_norm)
 
     def get_config(self):
         return {
             "depth": self.depth,
             "width": self.width,
             "input_shape": self.image_input_shape,
+            "synchronized_batch_norm": self.synchronized_batch_norm,
             "name": self.name,
             "trainable": self.trainable,
         }

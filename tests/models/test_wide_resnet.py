@@ -1,0 +1,72 @@
+"""WideResNet: structure, parameter count, padding and initialisation of the reference WRN."""
+
+import numpy as np
+import pytest
+
+from daso_tf.models import WideResNet
+
+
+def reference_param_count(depth, width, bn_params=2):
+    """Trainable parameters of the reference WRN (lib/models/wrn.py), counted by hand."""
+    n = (depth - 4) // 6
+    filters = [16, 16 * width, 32 * width, 64 * width]
+    total = 3 * 3 * 3 * 16  # init conv
+    for stage in range(3):
+        c_in, c_out = filters[stage], filters[stage + 1]
+        for block in range(n):
+            block_in = c_in if block == 0 else c_out
+            total += bn_params * block_in  # pre-activation BN (pre_act or layer.0)
+            total += 9 * block_in * c_out + bn_params * c_out + 9 * c_out * c_out
+            if block == 0 and (stage > 0 or block_in != c_out):
+                total += block_in * c_out  # 1x1 identity projection
+    return total + bn_params * filters[3]  # final BN
+
+
+@pytest.mark.parametrize("depth,width", [(28, 2), (10, 1), (16, 3)])
+def test_parameter_count_matches_reference(depth, width):
+    model = WideResNet(depth, width)
+    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+    assert trainable == reference_param_count(depth, width)
+    assert model.feature_dim == 64 * width
+    assert model.output.shape[-1] == 64 * width
+
+
+def test_wrn_28_2_size_is_the_papers():
+    # The paper's WRN-28-2 has 1.47 M parameters (BN moving stats not counted).
+    assert reference_param_count(28, 2) == pytest.approx(1.47e6, rel=0.01)
+
+
+def test_strided_conv_pads_both_sides_like_pytorch():
+    # A 3x3 conv with stride 2 and 1-pixel padding on each side (PyTorch) samples input
+    # rows/cols -1..1, 1..3, ... ; Keras "same" would sample 0..2, 2..4. The first output of
+    # a sum kernel on an all-ones image therefore sees 4 ones (corner), not 9.
+    model = WideResNet(10, 1, input_shape=(8, 8, 16))
+    conv = model.get_layer("unit2_0_conv1")
+    pad = model.get_layer("unit2_0_conv1_pad")
+    x = np.ones((1, 8, 8, 16), np.float32)
+    conv.kernel.assign(np.ones(conv.kernel.shape, np.float32))
+    out = conv(pad(x)).numpy()
+    assert out.shape == (1, 4, 4, 32)
+    np.testing.assert_allclose(out[0, 0, 0, 0], 4 * 16)
+    np.testing.assert_allclose(out[0, 1, 1, 0], 9 * 16)
+
+
+def test_initialisers_follow_the_reference():
+    model = WideResNet(28, 2)
+    kernel = model.get_layer("unit3_1_conv1").kernel.numpy()  # 3x3x128x128
+    fan_out = 3 * 3 * 128
+    assert kernel.std() == pytest.approx(np.sqrt(2.0 / fan_out), rel=0.05)
+    assert abs(kernel.mean()) < 0.05 * kernel.std()
+    bn = model.get_layer("unit3_1_bn1")
+    assert bn.momentum == pytest.approx(0.9) and bn.epsilon == pytest.approx(1e-5)
+    np.testing.assert_array_equal(bn.gamma.numpy(), 1.0)
+    np.testing.assert_array_equal(bn.beta.numpy(), 0.0)
+
+
+def test_config_round_trip_and_bad_depth():
+    model = WideResNet(16, 2, synchronized_batch_norm=True)
+    clone = WideResNet.from_config(model.get_config())
+    assert (clone.depth, clone.width, clone.synchronized_batch_norm) == (16, 2, True)
+    assert len(clone.weights) == len(model.weights)
+    with pytest.raises(ValueError, match="6n\\+4"):
+        WideResNet(27, 2)
