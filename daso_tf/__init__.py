@@ -1,8 +1,32 @@
-"""daso_tf: DASO (CVPR 2022) for class-imbalanced semi-supervised learning in Keras 3 / TF."""
+"""daso_tf: DASO (CVPR 2022) for class-imbalanced semi-supervised learning in Keras 3 / TF.
 
-from daso_tf.algorithms import DASO, FixMatch, SemiSupervisedModel, get_algorithm
-from daso_tf.models import WideResNet
-from daso_tf.optimizers import CoupledL2SGD, reference_sgd
+The public names are imported lazily, so that ``import daso_tf.config`` (and run.py's
+flag checking) does not pay for importing TensorFlow.
+"""
 
-__all__ = ["DASO", "FixMatch", "SemiSupervisedModel", "WideResNet", "CoupledL2SGD",
-           "get_algorithm", "reference_sgd"]
+import importlib
+
+_PUBLIC = {
+    "DASO": "daso_tf.algorithms",
+    "FixMatch": "daso_tf.algorithms",
+    "SemiSupervisedModel": "daso_tf.algorithms",
+    "get_algorithm": "daso_tf.algorithms",
+    "ALGORITHMS": "daso_tf.algorithms",
+    "WideResNet": "daso_tf.models",
+    "CoupledL2SGD": "daso_tf.optimizers",
+    "reference_sgd": "daso_tf.optimizers",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'daso_tf' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))

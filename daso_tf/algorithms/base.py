@@ -11,7 +11,11 @@
 - multi-replica plumbing (``all_gather``, losses scaled for the global batch).
 
 A learner subclasses this and fills in ``compute_losses`` (and optionally the hooks
-``before_online_forward`` / ``after_optimizer_step`` / ``build_state``). All state is
+``before_online_forward`` / ``after_optimizer_step`` / ``build_state``). Learners with a
+different forward pass (MixUp, several views, a teacher network) override
+``forward_and_compute_losses``; learners needing other unlabeled views declare
+``unlabeled_views`` and ``select_unlabeled_views``; extra linear heads (ABC, rotation) are
+passed to both networks through ``auxiliary_heads`` / ``evaluation_head``. All state is
 held in Keras variables, so ``tf.train.Checkpoint(model=..., optimizer=...)`` and the
 ``.keras`` format save all of it.
 """
@@ -70,10 +74,18 @@ class SemiSupervisedModel(keras.Model):
             adjustment and the test-time logit-adjusted metric).
         ema_decay: the EMA decay cap (0.999).
         class_names: optional list of K names, kept for export.
+        auxiliary_heads, evaluation_head: set by learners, not users: extra linear heads
+            ``[(name, units)]`` of both networks, and the head the networks' ``call`` (hence
+            evaluate / predict / export) uses.
     """
 
+    # What the learner's reference feeds it as unlabeled views, in order (the data
+    # pipeline's standard layout is ("weak", "strong")). See select_unlabeled_views.
+    unlabeled_views = ("weak", "strong")
+
     def __init__(self, backbone, num_classes, normalization=None, labeled_class_counts=None,
-                 ema_decay=0.999, class_names=None, **kwargs):
+                 ema_decay=0.999, class_names=None, auxiliary_heads=None,
+                 evaluation_head="classifier", **kwargs):
         super().__init__(**kwargs)
         num_classes = int(num_classes)
         if labeled_class_counts is not None:
@@ -93,10 +105,12 @@ class SemiSupervisedModel(keras.Model):
         self.labeled_class_counts = labeled_class_counts
         self.class_names = class_names
         self.ema_decay = float(ema_decay)
+        heads = dict(auxiliary_heads=auxiliary_heads, output_head=evaluation_head)
         self.online_network = ClassifierNetwork(
-            backbone, num_classes, normalization=normalization, name="online_network")
+            backbone, num_classes, normalization=normalization, name="online_network", **heads)
         self.ema_network = ClassifierNetwork(
-            clone_backbone(backbone), num_classes, normalization=normalization, name="ema_network")
+            clone_backbone(backbone), num_classes, normalization=normalization, name="ema_network",
+            **heads)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
 
@@ -110,6 +124,12 @@ class SemiSupervisedModel(keras.Model):
         return self.ema_network.backbone
 
     @property
+    def evaluation_network(self):
+        """The network evaluate / predict / export use: the EMA network (its ``call`` returns
+        the logits of ``evaluation_head``)."""
+        return self.ema_network
+
+    @property
     def normalization(self):
         return self.online_network.normalization
 
@@ -120,13 +140,16 @@ class SemiSupervisedModel(keras.Model):
             raise ValueError(f"build() needs a concrete image shape (H, W, C); got {input_shape}.")
         dummy = ops.zeros((1,) + image_shape, dtype="float32")
         features = self.online_network.features(dummy)
-        self.online_network.classifier(features)
+        self.online_network.build_heads(features)
         if len(features.shape) != 2:
             raise ValueError(
                 f"The backbone must return pooled features [batch, D]; it returned shape "
                 f"{tuple(features.shape)}."
             )
-        self.ema_network.classifier(self.ema_network.features(dummy))
+        self.ema_network.build_heads(self.ema_network.features(dummy))
+        # Built piecewise above; tell Keras so that fit() does not try a symbolic build
+        # with the training batch structure.
+        self.online_network.built = self.ema_network.built = True
         self._check_twin_networks()
         for ema_weight, weight in zip(self.ema_network.weights, self.online_network.weights):
             ema_weight.assign(weight)
@@ -139,6 +162,13 @@ class SemiSupervisedModel(keras.Model):
         self.step = self.add_weight(
             name="step", shape=(), dtype="int64", initializer="zeros", trainable=False,
             aggregation="only_first_replica")
+        diagnostics = dict(trainable=False, dtype="int64", initializer="zeros",
+                           aggregation="only_first_replica")
+        # Rows: true class of unlabeled samples (where known); columns: pseudo-label; only
+        # samples that pass the mask. Read and reset by pseudo_label_diagnostics().
+        self.pl_confusion = self.add_weight(
+            name="pseudo_label_confusion", shape=(self.num_classes, self.num_classes), **diagnostics)
+        self.pl_counts = self.add_weight(name="pseudo_label_counts", shape=(2,), **diagnostics)
         self.build_state(self.feature_dim)
         self.built = True
 
@@ -166,7 +196,13 @@ class SemiSupervisedModel(keras.Model):
                     "its losses; evaluation reports loss and accuracy of the EMA network."
                 )
             kwargs.pop(key, None)
-        super().compile(optimizer=reference_sgd() if optimizer is None else optimizer, **kwargs)
+        super().compile(optimizer=self.default_optimizer() if optimizer is None else optimizer, **kwargs)
+
+    @classmethod
+    def default_optimizer(cls):
+        """The optimiser ``compile()`` uses by default (the reference SGD; learners with their
+        own reference schedule, e.g. Supervised, override it)."""
+        return reference_sgd()
 
     def fit(self, x=None, *args, **kwargs):
         if not self.built:
@@ -217,14 +253,19 @@ class SemiSupervisedModel(keras.Model):
     def _unpack_eval_batch(self, data):
         if not isinstance(data, (tuple, list)) or len(data) < 2:
             raise ValueError("evaluate() needs batches of (images, labels).")
-        images, labels = data[0], data[1]
+        images, labels = tf.convert_to_tensor(data[0]), tf.convert_to_tensor(data[1])
         self._check_images("images", images)
         self._check_labels("labels", labels)
         return images, labels
 
     # ------------------------------------------------------------------ training
     def unpack_train_batch(self, data):
-        """Validate and name the parts of ((x_l, y_l), (u_w, u_s[, u_true]))."""
+        """Validate and name the parts of ((x_l, y_l), (u_w, u_s[, u_true])).
+
+        The unlabeled part may hold more image views, ``(view_0, ..., view_n-1[, u_true])``
+        (u_true is told apart by its rank 1); ``select_unlabeled_views`` maps them to what
+        the learner uses. ``batch["u_w"]`` / ``batch["u_s"]`` are the first two views.
+        """
         structure_error = ValueError(
             "Training batches must be ((x_labeled, y_labeled), (u_weak, u_strong)) or "
             "((x_labeled, y_labeled), (u_weak, u_strong, u_true_labels)); got "
@@ -235,12 +276,17 @@ class SemiSupervisedModel(keras.Model):
         labeled, unlabeled = data
         if not isinstance(labeled, (tuple, list)) or len(labeled) != 2:
             raise structure_error
-        if not isinstance(unlabeled, (tuple, list)) or len(unlabeled) not in (2, 3):
+        if not isinstance(unlabeled, (tuple, list)) or len(unlabeled) < 2:
             raise structure_error
-        batch = {"x_l": labeled[0], "y_l": labeled[1], "u_w": unlabeled[0], "u_s": unlabeled[1],
-                 "u_true": unlabeled[2] if len(unlabeled) == 3 else None}
-        for key in ("x_l", "u_w", "u_s"):
-            self._check_images(key, batch[key])
+        labeled = [tf.convert_to_tensor(t) for t in labeled]
+        unlabeled = [tf.convert_to_tensor(t) for t in unlabeled]
+        u_true = unlabeled.pop() if len(unlabeled) >= 3 and len(unlabeled[-1].shape) == 1 else None
+        views = self.select_unlabeled_views(unlabeled)
+        batch = {"x_l": labeled[0], "y_l": labeled[1], "u_w": views[0], "u_s": views[1],
+                 "u_views": views, "u_true": u_true}
+        self._check_images("x_l", batch["x_l"])
+        for index, view in enumerate(views):
+            self._check_images(("u_w", "u_s")[index] if index < 2 else f"unlabeled view {index}", view)
         self._check_labels("y_labeled", batch["y_l"])
         if batch["u_true"] is not None:
             self._check_labels("u_true_labels", batch["u_true"], allow_unknown=True)
@@ -251,6 +297,19 @@ class SemiSupervisedModel(keras.Model):
                 f"{batch['u_w'].shape[0]} and {batch['u_s'].shape[0]}.")
         return batch
 
+    def select_unlabeled_views(self, views):
+        """The unlabeled image views this learner uses, from the batch's views.
+
+        Default: exactly ``len(self.unlabeled_views)`` views (FixMatch: (weak, strong)).
+        Learners whose reference uses other views override this to also accept the standard
+        (weak, strong) layout (documented per learner).
+        """
+        if len(views) != len(self.unlabeled_views):
+            raise ValueError(
+                f"{type(self).__name__} takes {len(self.unlabeled_views)} unlabeled views "
+                f"{self.unlabeled_views}; the batch holds {len(views)}.")
+        return list(views)
+
     def _check_images(self, name, images):
         shape = images.shape
         if len(shape) != 4:
@@ -258,13 +317,13 @@ class SemiSupervisedModel(keras.Model):
         expected = getattr(self, "image_shape", None)
         if expected is not None and shape[-1] is not None and shape[-1] != expected[-1]:
             raise ValueError(f"{name} must have {expected[-1]} channels (channels last); got shape {tuple(shape)}.")
-        if not (images.dtype.is_floating or images.dtype.is_integer):
+        if not (tf.as_dtype(images.dtype).is_floating or tf.as_dtype(images.dtype).is_integer):
             raise ValueError(f"{name} must be uint8 or float pixels; got dtype {images.dtype.name}.")
 
     def _check_labels(self, name, labels, allow_unknown=False):
         if len(labels.shape) != 1:
             raise ValueError(f"{name} must be integer class ids [batch]; got shape {tuple(labels.shape)}.")
-        if not labels.dtype.is_integer:
+        if not tf.as_dtype(labels.dtype).is_integer:
             raise ValueError(f"{name} must be integer class ids; got dtype {labels.dtype.name}.")
         if getattr(self, "jit_compile", False):
             return  # XLA cannot run assertions; the data helpers validate labels up front.
@@ -288,23 +347,8 @@ class SemiSupervisedModel(keras.Model):
         batch = self.unpack_train_batch(data)
         step = ops.convert_to_tensor(self.step)
         self.before_online_forward(batch, step)
-        num_labeled = ops.shape(batch["x_l"])[0]
-        num_unlabeled = ops.shape(batch["u_w"])[0]
-        views = [batch["x_l"], batch["u_w"], batch["u_s"]]
-        if len({view.dtype for view in views}) > 1:
-            views = [ops.cast(view, "float32") for view in views]
-        images = ops.concatenate(views, axis=0)
         with tf.GradientTape() as tape:
-            features, logits = self.online_network.features_and_logits(images, training=True)
-            parts = {
-                "features_l": features[:num_labeled],
-                "features_w": features[num_labeled:num_labeled + num_unlabeled],
-                "features_s": features[num_labeled + num_unlabeled:],
-                "logits_l": logits[:num_labeled],
-                "logits_w": logits[num_labeled:num_labeled + num_unlabeled],
-                "logits_s": logits[num_labeled + num_unlabeled:],
-            }
-            losses, outputs = self.compute_losses(batch, parts, step)
+            losses, outputs = self.forward_and_compute_losses(batch, step)
             # Gradients are summed over replicas: scale each replica's mean loss so the sum
             # is the global-batch mean (TF_NOTES.md rule 7).
             scaled_loss = losses["loss"] / ops.cast(num_replicas_in_sync(), losses["loss"].dtype)
@@ -314,10 +358,78 @@ class SemiSupervisedModel(keras.Model):
         self.optimizer.apply(gradients, variables)
         self.update_ema(step)
         self.after_optimizer_step(batch, outputs, step)
-        self.step.assign(step + 1)
+        self.update_pseudo_label_diagnostics(batch, outputs)
+        # Stateful ops on different variables are not ordered in a graph: without this
+        # dependency the counter would also advance on a call whose input ran out.
+        with tf.control_dependencies([scaled_loss]):
+            self.step.assign(step + 1)
         logs = dict(losses)
         logs["mask"] = ops.mean(ops.cast(outputs["mask"], "float32")) if "mask" in outputs else 0.0
         return logs, outputs
+
+    def update_pseudo_label_diagnostics(self, batch, outputs):
+        """Accumulate mask rate and (with u_true) the confusion of the selected pseudo-labels."""
+        if "mask" not in outputs or "pseudo_labels" not in outputs:
+            return
+        mask = all_gather(ops.cast(outputs["mask"], "float32")) > 0
+        counts = ops.stack([ops.sum(ops.cast(mask, "int64")), ops.cast(ops.shape(mask)[0], "int64")])
+        self.pl_counts.assign(self.pl_counts + counts)
+        if batch["u_true"] is None:
+            return
+        truth = ops.cast(all_gather(batch["u_true"]), "int32")
+        predicted = ops.cast(all_gather(outputs["pseudo_labels"]), "int32")
+        keep = ops.logical_and(mask, truth >= 0)
+        pairs = ops.where(keep, truth * self.num_classes + predicted, -1)
+        confusion = ops.sum(ops.one_hot(pairs, self.num_classes * self.num_classes, dtype="int64"), axis=0)
+        self.pl_confusion.assign(self.pl_confusion + ops.reshape(confusion, (self.num_classes, self.num_classes)))
+
+    def pseudo_label_diagnostics(self, reset=True):
+        """Pseudo-label quality since the last call (host side; for logging).
+
+        Returns {"mask_rate": float, "precision": [K], "recall": [K], "selected": [K],
+        "confusion": [K, K]}; precision/recall are NaN where undefined (no selected sample
+        of that class / no unlabeled ground truth). Recall is over the unlabeled samples of
+        a class that passed the mask.
+        """
+        confusion = np.asarray(self.pl_confusion.numpy(), dtype="float64")
+        passed, total = (int(c) for c in self.pl_counts.numpy())
+        with np.errstate(invalid="ignore", divide="ignore"):
+            precision = np.diag(confusion) / confusion.sum(axis=0)
+            recall = np.diag(confusion) / confusion.sum(axis=1)
+        result = {
+            "mask_rate": passed / total if total else float("nan"),
+            "precision": precision.tolist(),
+            "recall": recall.tolist(),
+            "selected": confusion.sum(axis=0).astype(int).tolist(),
+            "confusion": confusion.astype(int).tolist(),
+        }
+        if reset:
+            self.pl_confusion.assign(np.zeros_like(self.pl_confusion.numpy()))
+            self.pl_counts.assign(np.zeros_like(self.pl_counts.numpy()))
+        return result
+
+    def forward_and_compute_losses(self, batch, step):
+        """The online forward pass(es) and the losses, inside the gradient tape.
+
+        Default: one pass over [x_l, u_w, u_s] (BatchNorm statistics over all of them), then
+        ``compute_losses``. Learners with another forward (MixUp, teacher) override this.
+        """
+        num_labeled = ops.shape(batch["x_l"])[0]
+        num_unlabeled = ops.shape(batch["u_w"])[0]
+        views = [batch["x_l"], batch["u_w"], batch["u_s"]]
+        if len({view.dtype for view in views}) > 1:
+            views = [ops.cast(view, "float32") for view in views]
+        images = ops.concatenate(views, axis=0)
+        features, logits = self.online_network.features_and_logits(images, training=True)
+        parts = {
+            "features_l": features[:num_labeled],
+            "features_w": features[num_labeled:num_labeled + num_unlabeled],
+            "features_s": features[num_labeled + num_unlabeled:],
+            "logits_l": logits[:num_labeled],
+            "logits_w": logits[num_labeled:num_labeled + num_unlabeled],
+            "logits_s": logits[num_labeled + num_unlabeled:],
+        }
+        return self.compute_losses(batch, parts, step)
 
     def compute_losses(self, batch, parts, step):
         """Return ({"loss": total, "loss_x": ..., ...}, outputs). Implemented by learners."""

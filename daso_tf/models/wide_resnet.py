@@ -17,6 +17,7 @@ state-dict names onto them.
 """
 
 import keras
+from keras import ops
 
 # PyTorch BatchNorm2d defaults expressed in Keras terms.
 BN_MOMENTUM = 0.9
@@ -34,13 +35,70 @@ def classifier_kernel_initializer():
     return keras.initializers.VarianceScaling(scale=1.0, mode="fan_avg", distribution="untruncated_normal")
 
 
+@keras.saving.register_keras_serializable(package="daso_tf")
+class ReferenceBatchNormalization(keras.layers.BatchNormalization):
+    """BatchNormalization whose moving variance follows PyTorch: it is updated with the
+    UNBIASED batch variance (n / (n - 1)); normalisation uses the biased one, as both do.
+
+    Training is unaffected (nothing reads the moving statistics in training mode), but
+    inference-mode logits of a replayed reference run differ by ~1e-2 otherwise.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable) or self.renorm or mask is not None:
+            return super().call(inputs, training=training, mask=mask)
+        compute_dtype = keras.backend.result_type(inputs.dtype, "float32")
+        inputs = ops.cast(inputs, compute_dtype)
+        mean, variance = self._moments(inputs, mask)
+        shape = ops.shape(inputs)
+        count = 1
+        for axis in self._reduction_axes:
+            count = count * shape[axis]
+        if self.synchronized:
+            import tensorflow as tf  # synchronized BN exists on the TF backend only
+
+            context = tf.distribute.get_replica_context()
+            count = count * (1 if context is None else context.num_replicas_in_sync)
+        count = ops.cast(count, compute_dtype)
+        unbiased = variance * count / ops.maximum(count - 1, 1)
+        momentum = ops.convert_to_tensor(self.momentum, dtype=compute_dtype)
+        one = ops.convert_to_tensor(1.0, dtype=compute_dtype)
+        moving_mean = ops.cast(self.moving_mean, compute_dtype)
+        moving_variance = ops.cast(self.moving_variance, compute_dtype)
+        self.moving_mean.assign(ops.cast(moving_mean * momentum + mean * (one - momentum), self.moving_mean.dtype))
+        self.moving_variance.assign(
+            ops.cast(moving_variance * momentum + unbiased * (one - momentum), self.moving_variance.dtype))
+        outputs = ops.batch_normalization(
+            x=inputs, mean=mean, variance=variance, axis=self.axis,
+            offset=ops.cast(self.beta, compute_dtype) if self.center else None,
+            scale=ops.cast(self.gamma, compute_dtype) if self.scale else None,
+            epsilon=self.epsilon)
+        return ops.cast(outputs, self.compute_dtype)
+
+
+@keras.saving.register_keras_serializable(package="daso_tf")
+class ReferenceLeakyReLU(keras.layers.LeakyReLU):
+    """LeakyReLU whose slope has the input's precision.
+
+    tf.nn.leaky_relu takes the slope as a float32 attribute, so under a float64 policy the
+    slope would be 0.10000000149; that alone makes a float64 replay of the (chaotic)
+    reference run diverge after a few steps.
+    """
+
+    def call(self, inputs):
+        if keras.backend.standardize_dtype(inputs.dtype) != "float64":
+            return super().call(inputs)
+        slope = ops.convert_to_tensor(self.negative_slope, dtype=inputs.dtype)
+        return ops.where(inputs > 0, inputs, inputs * slope)
+
+
 def _batch_norm(name, synchronized=False):
-    return keras.layers.BatchNormalization(
+    return ReferenceBatchNormalization(
         momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=synchronized, name=name)
 
 
 def _leaky_relu(name):
-    return keras.layers.LeakyReLU(negative_slope=LEAKY_SLOPE, name=name)
+    return ReferenceLeakyReLU(negative_slope=LEAKY_SLOPE, name=name)
 
 
 def _conv3x3(x, filters, stride, name):

@@ -178,3 +178,20 @@ def test_clear_errors_for_bad_input():
         daso_tf.DASO(daso_tf.WideResNet(10, 1), 4, labeled_class_counts=[1, 2])
     with pytest.raises(ValueError, match="dist_temperature"):
         daso_tf.DASO(daso_tf.WideResNet(10, 1), 4, dist_temperature=0)
+
+
+def test_pseudo_label_diagnostics_count_selected_labels_against_truth():
+    model = tiny_daso(threshold=0.0)  # every sample passes the mask
+    model.compile()
+    batches = synthetic_batches(2)
+    history = run_steps(model, [((b[0]), b[1]) for b in batches])
+    diagnostics = model.pseudo_label_diagnostics()
+    truth = np.concatenate([b[1][2] for b in batches])
+    predicted = np.concatenate([outputs["pseudo_labels"] for _, outputs in history])
+    expected = np.zeros((4, 4), int)
+    np.add.at(expected, (truth, predicted), 1)
+    assert diagnostics["confusion"] == expected.tolist()
+    assert diagnostics["mask_rate"] == 1.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        np.testing.assert_allclose(diagnostics["recall"], np.diag(expected) / expected.sum(1))
+    assert model.pseudo_label_diagnostics()["selected"] == [0, 0, 0, 0]  # reset

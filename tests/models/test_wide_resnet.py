@@ -70,3 +70,25 @@ def test_config_round_trip_and_bad_depth():
     assert len(clone.weights) == len(model.weights)
     with pytest.raises(ValueError, match="6n\\+4"):
         WideResNet(27, 2)
+
+
+def test_batch_norm_moving_variance_is_unbiased_like_pytorch():
+    from daso_tf.models.wide_resnet import ReferenceBatchNormalization
+
+    layer = ReferenceBatchNormalization(momentum=0.9, epsilon=1e-5)
+    x = np.random.default_rng(0).normal(2.0, 3.0, (4, 3, 3, 2)).astype(np.float32)
+    out = layer(x, training=True).numpy()
+    flat = x.reshape(-1, 2)
+    np.testing.assert_allclose(layer.moving_mean.numpy(), 0.1 * flat.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), 0.9 + 0.1 * flat.var(0, ddof=1), rtol=1e-5)
+    # ...while normalisation uses the biased variance.
+    np.testing.assert_allclose(out.reshape(-1, 2), (flat - flat.mean(0)) / np.sqrt(flat.var(0) + 1e-5),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_leaky_relu_slope_is_exact_in_float64():
+    from daso_tf.models.wide_resnet import ReferenceLeakyReLU
+
+    layer = ReferenceLeakyReLU(negative_slope=0.1, dtype="float64")
+    x = np.array([-3.0, -1e-3, 0.0, 2.5])
+    np.testing.assert_array_equal(layer(x).numpy(), np.where(x > 0, x, x * 0.1))
