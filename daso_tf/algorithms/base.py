@@ -204,6 +204,14 @@ class SemiSupervisedModel(keras.Model):
         own reference schedule, e.g. Supervised, override it)."""
         return reference_sgd()
 
+    def compile_from_config(self, config):
+        # Our compile() is custom, so Keras will not re-compile a loaded .keras model by
+        # itself; do it, then build the optimiser so its saved slots are restored too.
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**{k: v for k, v in config.items() if v is not None})
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     def fit(self, x=None, *args, **kwargs):
         if not self.built:
             self.build(self._image_shape_from_data(x))
@@ -236,6 +244,28 @@ class SemiSupervisedModel(keras.Model):
         """EMA network logits, inference mode (what evaluate/predict/export use)."""
         del training  # the EMA network is never trained through __call__
         return self.ema_network(images, training=False)
+
+    def export(self, export_dir, *, model_name="daso", version=None, class_names=None,
+               overwrite=False):
+        """Export the EMA network for TF Serving: ``<export_dir>/<model_name>/<version>/``.
+
+        uint8 images of any size in (resized to the training resolution inside), probabilities,
+        class ids and class names out; see ``export.export_saved_model``. Returns the version
+        directory. (This replaces ``keras.Model.export``: the serving layout is the export a
+        trained learner needs.)
+        """
+        if not self.built:
+            raise ValueError(f"{type(self).__name__} must be built (trained or restored) before export().")
+        try:
+            from export import export_saved_model
+        except ImportError as error:
+            raise ImportError(
+                "model.export() uses the `export` package of the daso_tf checkout; run from the "
+                "repository root or put it on PYTHONPATH.") from error
+        names = class_names or self.class_names or [str(k) for k in range(self.num_classes)]
+        return export_saved_model(self, export_dir, model_name=model_name, version=version,
+                                  class_names=names, image_size=self.image_shape[:2],
+                                  overwrite=overwrite)
 
     def test_step(self, data):
         images, labels = self._unpack_eval_batch(data)
