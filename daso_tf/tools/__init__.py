@@ -1,0 +1,4 @@
+"""Command-line tools (run as ``python -m daso_tf.tools.<name>``).
+
+- ``replay``: replay a recorded reference training trajectory step by step in float64.
+"""
