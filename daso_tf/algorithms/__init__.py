@@ -3,10 +3,26 @@
 from daso_tf.algorithms.base import SemiSupervisedModel
 from daso_tf.algorithms.daso import DASO
 from daso_tf.algorithms.fixmatch import FixMatch
+from daso_tf.algorithms.fixmatch_abc import FixMatchABC
+from daso_tf.algorithms.mean_teacher import MeanTeacher
+from daso_tf.algorithms.mean_teacher_daso import MeanTeacherDASO
+from daso_tf.algorithms.mixmatch import MixMatch
+from daso_tf.algorithms.mixmatch_daso import MixMatchDASO
+from daso_tf.algorithms.remixmatch import ReMixMatch
+from daso_tf.algorithms.remixmatch_daso import ReMixMatchDASO
+from daso_tf.algorithms.supervised import Supervised
 
 ALGORITHMS = {
     "fixmatch": FixMatch,
     "daso": DASO,
+    "supervised": Supervised,
+    "fixmatch_abc": FixMatchABC,
+    "remixmatch": ReMixMatch,
+    "remixmatch_daso": ReMixMatchDASO,
+    "meanteacher": MeanTeacher,
+    "meanteacher_daso": MeanTeacherDASO,
+    "mixmatch": MixMatch,
+    "mixmatch_daso": MixMatchDASO,
 }
 
 
@@ -19,4 +35,6 @@ def get_algorithm(name):
             f"Unknown algorithm {name!r}; known: {', '.join(sorted(ALGORITHMS))}.") from None
 
 
-__all__ = ["ALGORITHMS", "DASO", "FixMatch", "SemiSupervisedModel", "get_algorithm"]
+__all__ = ["ALGORITHMS", "DASO", "FixMatch", "FixMatchABC", "MeanTeacher", "MeanTeacherDASO",
+           "MixMatch", "MixMatchDASO", "ReMixMatch", "ReMixMatchDASO", "SemiSupervisedModel",
+           "Supervised", "get_algorithm"]

@@ -14,11 +14,17 @@ Per step t (0-based):
   8. loss = loss_x + lambda_u loss_u + lambda_align loss_align;
   11. every final pseudo-label argmax p' (unmasked) is counted in the histogram.
 The warm-up switch is a graph-level select on the step variable: no retracing.
+
+"+ LA" is ``logit_adjust=True``; "+ ABC" is ``abc=True`` (spec section 8): an auxiliary
+balanced head (daso_tf.algorithms.abc_head) whose soft target is blended with the same q and
+v (looked up at the ABC argmax) after the warm-up; evaluation then uses the ABC head. The
+histogram keeps counting the linear classifier's final pseudo-labels, as the reference does.
 """
 
 import keras
 from keras import ops
 
+from daso_tf.algorithms.abc_head import ABC_HEAD, AuxiliaryBalancedClassifierMixin
 from daso_tf.algorithms.base import all_gather
 from daso_tf.algorithms.fixmatch import FixMatch
 from daso_tf.layers import PrototypeQueue, PseudoLabelHistogram
@@ -27,7 +33,7 @@ from daso_tf.pseudo_labels import blend_pseudo_labels, distribution_weights, sem
 
 
 @keras.saving.register_keras_serializable(package="daso_tf")
-class DASO(FixMatch):
+class DASO(AuxiliaryBalancedClassifierMixin, FixMatch):
     """FixMatch with distribution-aware semantic pseudo-labels and semantic alignment.
 
     Args (beyond ``FixMatch``'s):
@@ -40,12 +46,23 @@ class DASO(FixMatch):
         total_steps: optional length of the run. The reference does not close the
             histogram window at its very last step; set this to reproduce that exactly
             (only the final histogram differs; training is unaffected).
+        abc: add ABC, the auxiliary balanced classifier ("FixMatch + ABC w/ DASO"; needs
+            ``labeled_class_counts``).
+        seed: seed of the SeedGenerator of ABC's Bernoulli masks (only with ``abc=True``).
     """
 
     def __init__(self, backbone, num_classes, warmup_steps=5000, queue_size=256,
                  histogram_period=100, dist_temperature=1.5, proto_temperature=0.05,
-                 lambda_align=1.0, total_steps=None, **kwargs):
+                 lambda_align=1.0, total_steps=None, abc=False, seed=None, **kwargs):
+        self_abc = bool(abc)
+        if not self_abc and seed is not None:
+            raise ValueError("DASO: `seed` seeds ABC's Bernoulli masks; it needs abc=True.")
+        if self_abc:
+            kwargs.update(auxiliary_heads=self.abc_heads(num_classes), evaluation_head=ABC_HEAD)
         super().__init__(backbone, num_classes, **kwargs)
+        self.abc = self_abc
+        if self.abc:
+            self.init_abc(seed)
         if int(warmup_steps) < 0:
             raise ValueError(f"warmup_steps must be >= 0; got {warmup_steps}.")
         for name, value in (("dist_temperature", dist_temperature), ("proto_temperature", proto_temperature)):
@@ -91,17 +108,32 @@ class DASO(FixMatch):
         return pseudo_label_probs, {"semantic_probs": semantic, "semantic_pseudo_labels": semantic_labels,
                                     "prototypes": prototypes}
 
+    def compute_losses(self, batch, parts, step):
+        if self.abc:
+            parts = dict(parts, labels=batch["y_l"])
+        return super().compute_losses(batch, parts, step)
+
     def extra_losses(self, parts, extra_outputs, step):
         dtype = extra_outputs["semantic_probs"].dtype
         loss_align = semantic_alignment_loss(
             extra_outputs["semantic_probs"], ops.cast(parts["features_s"], dtype),
             extra_outputs["prototypes"], self.proto_temperature)
         loss_align = ops.where(self.daso_active(step), ops.cast(loss_align, dtype), ops.zeros((), dtype))
-        return {"loss_align": loss_align}
+        losses = {"loss_align": loss_align}
+        if self.abc:
+            # ABC's target is blended with the same q and v (spec section 8), after warm-up.
+            class_weights = distribution_weights(self.histogram.counts, self.dist_temperature, dtype=dtype)
+            losses["loss_abc"], _ = self.abc_extra_losses(
+                parts, step, semantic_probs=extra_outputs["semantic_probs"],
+                class_weights=class_weights, active=self.daso_active(step))
+        return losses
 
     def total_loss(self, losses):
         lambda_align = ops.convert_to_tensor(self.lambda_align, losses["loss_align"].dtype)
-        return super().total_loss(losses) + lambda_align * losses["loss_align"]
+        total = super().total_loss(losses) + lambda_align * losses["loss_align"]
+        if self.abc:
+            total = total + losses["loss_abc"]
+        return total
 
     # ---------------------------------------------------------------- spec step 11
     def after_optimizer_step(self, batch, outputs, step):
@@ -119,4 +151,6 @@ class DASO(FixMatch):
             "lambda_align": self.lambda_align,
             "total_steps": self.total_steps,
         })
+        if self.abc:  # absent when off, so configs of plain DASO models are unchanged
+            config.update({"abc": True, "seed": self.seed})
         return config
