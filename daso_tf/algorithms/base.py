@@ -267,6 +267,7 @@ class SemiSupervisedModel(keras.Model):
                                   class_names=names, image_size=self.image_shape[:2],
                                   overwrite=overwrite)
 
+    @tf.autograph.experimental.do_not_convert  # plain graph code: no AutoGraph rewriting
     def test_step(self, data):
         images, labels = self._unpack_eval_batch(data)
         logits = self.ema_network(images, training=False)
@@ -364,10 +365,12 @@ class SemiSupervisedModel(keras.Model):
             labels, tf.cast(self.num_classes, labels.dtype),
             message=f"{name}: class id >= num_classes ({self.num_classes})")
 
+    @tf.autograph.experimental.do_not_convert  # plain graph code: no AutoGraph rewriting
     def train_step(self, data):
         logs, _ = self.train_step_with_outputs(data)
         return logs
 
+    @tf.autograph.experimental.do_not_convert  # plain graph code: no AutoGraph rewriting
     def train_step_with_outputs(self, data):
         """One training step; returns (logs, per-sample outputs of this replica).
 
