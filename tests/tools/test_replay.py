@@ -23,7 +23,7 @@ EXPECTED_KEYS = (
 
 
 def _trajectories():
-    from conftest import GOLDEN_DIR
+    from tests.conftest import GOLDEN_DIR
 
     return sorted(GOLDEN_DIR.glob("*_trajectory_*.npz"))
 
