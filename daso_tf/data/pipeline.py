@@ -1,0 +1,166 @@
+"""tf.data streams: the infinite training stream (labeled weak views + unlabeled weak and
+strong views) and finite evaluation streams.
+
+Batch k of the training stream is a pure function of (seed, k): the labeled and unlabeled
+examples are read from per-epoch permutations seeded by (seed, stream, epoch), laid end to
+end, and the augmentation seed of batch k is derived from (seed, k). Starting at
+``start_step=k`` therefore rebuilds exactly the batches an uninterrupted run sees from step
+k on, in O(1) (one permutation is drawn, nothing is replayed).
+"""
+
+import tensorflow as tf
+
+from daso_tf.data import augment
+
+AUGMENTATIONS = ("reference", "keras_cv", "keras")
+_ALG = "philox"
+_LABELED, _UNLABELED, _AUGMENT = 1, 2, 3
+_MAX_EPOCHS = 1 << 40
+
+
+def _base_seed(seed):
+    return tf.constant([int(seed) & 0x7FFFFFFFFFFFFFFF, 0x0DA50], tf.int64)
+
+
+def _fold(seed, value):
+    return tf.random.experimental.stateless_fold_in(seed, tf.cast(value, tf.int64), alg=_ALG)
+
+
+def index_batches(num_examples, batch_size, seed, start_step=0, stream=_LABELED):
+    """Batches of indices into [0, num_examples): batch k holds positions
+    [k*B, (k+1)*B) of the concatenation of per-epoch permutations perm(seed, stream, e)."""
+    if num_examples < 1:
+        raise ValueError("Cannot draw batches from an empty set of examples.")
+    stream_seed = _fold(_base_seed(seed), stream)
+
+    def permutation(epoch):
+        return tf.random.experimental.stateless_shuffle(
+            tf.range(num_examples, dtype=tf.int64), _fold(stream_seed, epoch), alg=_ALG)
+
+    start = int(start_step) * int(batch_size)
+    first_epoch, offset = divmod(start, int(num_examples))
+    first = tf.data.Dataset.from_tensors(tf.constant(first_epoch, tf.int64)).map(
+        lambda epoch: permutation(epoch)[offset:])
+    rest = tf.data.Dataset.range(first_epoch + 1, _MAX_EPOCHS).map(permutation)
+    return first.concatenate(rest).unbatch().batch(batch_size, drop_remainder=True)
+
+
+def _finish(images, output_size):
+    return augment.resize(images, output_size)
+
+
+def _keras_cv_randaugment():
+    import keras_cv
+
+    # ops chosen per image; magnitude ~ the reference's mean level 5/10.
+    return keras_cv.layers.RandAugment(value_range=(0, 255), augmentations_per_image=2,
+                                       magnitude=0.5, magnitude_stddev=0.15, rate=0.5)
+
+
+def _keras_randaugment():
+    import keras
+
+    return keras.layers.RandAugment(value_range=(0, 255), num_ops=2, factor=0.5)
+
+
+def make_strong_augment(augmentation="reference"):
+    """Returns ``strong(images uint8 [B,H,W,3], seed [2]) -> uint8``: weak flip+crop, the
+    chosen RandAugment, Cutout. "reference" is the FixMatch pool of spec/DASO.md; the Keras
+    alternatives exist for comparison only (their randomness is the layers' own, so
+    they are not a pure function of the seed)."""
+    if augmentation == "reference":
+        return augment.strong_augment
+    if augmentation not in AUGMENTATIONS:
+        raise ValueError(f"Unknown augmentation {augmentation!r}; expected one of "
+                         f"{AUGMENTATIONS}.")
+    if augmentation == "keras_cv":
+        layer = _keras_cv_randaugment()
+
+        def randaugment(images):
+            return layer(images, training=True)
+    else:
+        layer = _keras_randaugment()
+
+        def randaugment(images):
+            # keras.layers.RandAugment picks ONE op set per call: call it per image.
+            return tf.map_fn(lambda image: layer(image, training=True), images,
+                             fn_output_signature=tf.float32)
+
+    def strong(images, seed):
+        weak_seed, cutout_seed = tf.unstack(tf.random.split(seed, 2, alg=_ALG))
+        views = augment.weak_augment(images, weak_seed)
+        views = tf.cast(tf.clip_by_value(tf.round(
+            tf.cast(randaugment(views), tf.float32)), 0.0, 255.0), tf.uint8)
+        views = tf.ensure_shape(views, images.shape)
+        return augment.cutout(views, cutout_seed)
+
+    return strong
+
+
+def train_stream(lt_data, *, labeled_batch_size, unlabeled_ratio, seed,
+                 augmentation="reference", augment_size=None, output_size=32, start_step=0,
+                 with_unlabeled_labels=False):
+    """The infinite training stream ``((x_l, y_l), (u_w, u_s[, u_true]))``.
+
+    x_l: weakly augmented labeled images uint8 [B, S, S, 3], y_l int32 [B];
+    u_w / u_s: weak / strong views of the same mu*B unlabeled images; u_true int32 (-1 where
+    unknown). Images are augmented at ``augment_size`` (default: their stored size; STL-10
+    96 px) and then resized to ``output_size`` like PIL's bilinear resize.
+    """
+    if labeled_batch_size < 1 or unlabeled_ratio < 0:
+        raise ValueError(f"labeled_batch_size must be >= 1 and unlabeled_ratio >= 0, got "
+                         f"{labeled_batch_size} and {unlabeled_ratio}.")
+    if start_step < 0:
+        raise ValueError(f"start_step must be >= 0, got {start_step}.")
+    strong = make_strong_augment(augmentation)
+    unlabeled_batch_size = int(unlabeled_ratio * labeled_batch_size)
+    labeled_images = tf.convert_to_tensor(lt_data.labeled_images)
+    labeled_labels = tf.convert_to_tensor(lt_data.labeled_labels, tf.int32)
+    unlabeled_images = tf.convert_to_tensor(lt_data.unlabeled_images)
+    unlabeled_labels = tf.convert_to_tensor(lt_data.unlabeled_labels, tf.int32)
+    augment_seed = _fold(_base_seed(seed), _AUGMENT)
+
+    def prepare(images):
+        if augment_size is not None:
+            images = augment.resize(images, augment_size)
+        return images
+
+    def make_batch(step, labeled_index, unlabeled_index):
+        labeled_seed, weak_seed, strong_seed = tf.unstack(
+            tf.random.split(_fold(augment_seed, step), 3, alg=_ALG))
+        x_l = prepare(tf.gather(labeled_images, labeled_index))
+        x_l = _finish(augment.weak_augment(x_l, labeled_seed), output_size)
+        y_l = tf.gather(labeled_labels, labeled_index)
+        u = prepare(tf.gather(unlabeled_images, unlabeled_index))
+        u_w = _finish(augment.weak_augment(u, weak_seed), output_size)
+        u_s = _finish(strong(u, strong_seed), output_size)
+        if with_unlabeled_labels:
+            return (x_l, y_l), (u_w, u_s, tf.gather(unlabeled_labels, unlabeled_index))
+        return (x_l, y_l), (u_w, u_s)
+
+    steps = tf.data.Dataset.range(int(start_step), _MAX_EPOCHS)
+    labeled = index_batches(len(lt_data.labeled_labels), labeled_batch_size, seed, start_step,
+                            _LABELED)
+    unlabeled = index_batches(len(lt_data.unlabeled_labels), unlabeled_batch_size, seed,
+                              start_step, _UNLABELED)
+    dataset = tf.data.Dataset.zip((steps, labeled, unlabeled))
+    dataset = dataset.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_stream(images, labels, *, batch_size, output_size=32):
+    """A finite stream of (uint8 images [b, S, S, 3], int32 labels) in order, no
+    augmentation, resized to ``output_size`` if needed; the last batch may be short."""
+    images = tf.convert_to_tensor(images)
+    labels = tf.convert_to_tensor(labels, tf.int32)
+    count = int(images.shape[0])
+    num_batches = -(-count // int(batch_size))
+
+    def make_batch(index):
+        start = index * batch_size
+        end = tf.minimum(start + batch_size, count)
+        return _finish(images[start:end], output_size), labels[start:end]
+
+    dataset = tf.data.Dataset.range(num_batches).map(
+        make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.prefetch(tf.data.AUTOTUNE)

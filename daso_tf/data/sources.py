@@ -1,0 +1,189 @@
+"""Image sources: TFDS, an image-folder tree, or in-memory arrays -> decoded uint8 arrays."""
+
+import concurrent.futures
+import dataclasses
+import os
+import pathlib
+
+import numpy as np
+
+NORMALIZATION = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "stl10": ((0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)),
+}
+TFDS_DATASETS = {"cifar10": "cifar10", "cifar100": "cifar100", "stl10": "stl10"}
+SOURCES = ("tfds", "folder", "numpy")
+_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".tif", ".tiff", ".webp"}
+
+
+@dataclasses.dataclass
+class SourceArrays:
+    """Decoded images held in memory (uint8 [N, H, W, 3]) and int64 labels [N]."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    unlabeled_images: np.ndarray = None  # an extra unlabeled set (STL-10), labels unknown
+    class_names: list = None
+
+    def __post_init__(self):
+        for name in ("train", "test"):
+            images = np.asarray(getattr(self, f"{name}_images"))
+            labels = np.asarray(getattr(self, f"{name}_labels"))
+            _check_images(images, f"{name}_images")
+            if labels.shape != (images.shape[0],):
+                raise ValueError(f"{name}_labels must have shape [{images.shape[0]}] to match "
+                                 f"{name}_images, got {labels.shape}.")
+            setattr(self, f"{name}_images", images)
+            setattr(self, f"{name}_labels", labels.astype(np.int64))
+        if self.unlabeled_images is not None:
+            self.unlabeled_images = np.asarray(self.unlabeled_images)
+            _check_images(self.unlabeled_images, "unlabeled_images")
+        num_classes = int(max(self.train_labels.max(initial=-1), self.test_labels.max(initial=-1))) + 1
+        if self.class_names is None:
+            self.class_names = [str(k) for k in range(num_classes)]
+        self.class_names = list(self.class_names)
+        if num_classes > len(self.class_names) or min(self.train_labels.min(initial=0),
+                                                      self.test_labels.min(initial=0)) < 0:
+            raise ValueError(f"labels must lie in [0, {len(self.class_names)}) "
+                             f"(class_names={self.class_names}).")
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+
+def _check_images(images, name):
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"{name} must be a uint8 array [N, H, W, 3], got dtype {images.dtype} "
+                         f"shape {images.shape}.")
+
+
+def load_source(dataset, source="tfds", data_dir=None, arrays=None):
+    """Loads ``dataset`` into memory as a :class:`SourceArrays`.
+
+    Args:
+        dataset: "cifar10", "cifar100" or "stl10" for TFDS; any name for folder/numpy
+            sources (it only names the data).
+        source: "tfds" (tensorflow_datasets; STL-10's 'unlabelled' split becomes
+            ``unlabeled_images``), "folder" (``data_dir/train/<class>/*``,
+            ``data_dir/test/<class>/*``, optional ``data_dir/unlabeled/**``; classes sorted
+            by name) or "numpy" (``arrays``: a SourceArrays or a dict of its fields).
+        data_dir: the TFDS data directory or the image-folder root.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"Unknown data source {source!r}; expected one of {SOURCES}.")
+    if source == "tfds":
+        return _load_tfds(dataset, data_dir)
+    if source == "folder":
+        if data_dir is None:
+            raise ValueError("source='folder' needs data_dir (the image-folder root).")
+        return load_image_folder(data_dir)
+    if arrays is None:
+        raise ValueError("source='numpy' needs arrays= (a SourceArrays or a dict with "
+                         "train_images, train_labels, test_images, test_labels).")
+    if isinstance(arrays, SourceArrays):
+        return arrays
+    return SourceArrays(**dict(arrays))
+
+
+def _load_tfds(dataset, data_dir):
+    import tensorflow_datasets as tfds
+
+    if dataset not in TFDS_DATASETS:
+        raise ValueError(f"Unknown dataset {dataset!r} for source='tfds'; expected one of "
+                         f"{sorted(TFDS_DATASETS)}.")
+    name = TFDS_DATASETS[dataset]
+    builder = tfds.builder(name, data_dir=data_dir)
+    class_names = list(builder.info.features["label"].names)
+
+    def split(split_name):
+        ds = tfds.load(name, split=split_name, data_dir=data_dir, shuffle_files=False)
+        images, labels = [], []
+        for example in tfds.as_numpy(ds):
+            images.append(example["image"])
+            labels.append(example["label"])
+        return np.stack(images).astype(np.uint8), np.asarray(labels, np.int64)
+
+    train_images, train_labels = split("train")
+    test_images, test_labels = split("test")
+    unlabeled = split("unlabelled")[0] if dataset == "stl10" else None
+    return SourceArrays(train_images, train_labels, test_images, test_labels, unlabeled,
+                        class_names)
+
+
+def _decode(path):
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"), np.uint8)
+    except Exception as error:  # PIL raises several types for broken files
+        raise ValueError(f"Cannot read image file {path}: {error}") from error
+
+
+def _decode_all(paths, workers):
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        images = list(pool.map(_decode, paths))
+    if not images:
+        return np.zeros([0, 0, 0, 3], np.uint8)
+    first = images[0].shape
+    for path, image in zip(paths, images):
+        if image.shape != first:
+            raise ValueError(f"All images must share one size: {paths[0]} is {first[1]}x"
+                             f"{first[0]} but {path} is {image.shape[1]}x{image.shape[0]}.")
+    return np.stack(images)
+
+
+def _image_files(folder, recursive):
+    pattern = "**/*" if recursive else "*"
+    return sorted(p for p in folder.glob(pattern)
+                  if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
+
+
+def _class_folders(root, split):
+    folder = root / split
+    if not folder.is_dir():
+        raise FileNotFoundError(f"Image folder {folder} not found; expected "
+                                f"{root}/{split}/<class name>/<image files>.")
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if not classes:
+        raise ValueError(f"Image folder {folder} has no class sub-folders.")
+    return classes
+
+
+def load_image_folder(root, workers=None):
+    """Reads ``root/train/<class>/*``, ``root/test/<class>/*`` and, if present,
+    ``root/unlabeled/**`` (any depth) into a SourceArrays; labels index the sorted class
+    folder names, which must be the same under train/ and test/."""
+    root = pathlib.Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"Image-folder root {root} does not exist.")
+    workers = workers or min(16, (os.cpu_count() or 1) * 4)
+    train_classes = _class_folders(root, "train")
+    test_classes = _class_folders(root, "test")
+    if train_classes != test_classes:
+        only_train = sorted(set(train_classes) - set(test_classes))
+        only_test = sorted(set(test_classes) - set(train_classes))
+        raise ValueError(f"Class folders differ between {root / 'train'} and {root / 'test'}: "
+                         f"only in train: {only_train}, only in test: {only_test}.")
+    arrays = {}
+    for split in ("train", "test"):
+        paths, labels = [], []
+        for label, name in enumerate(train_classes):
+            files = _image_files(root / split / name, recursive=False)
+            if not files:
+                raise ValueError(f"Class folder {root / split / name} contains no images.")
+            paths.extend(files)
+            labels.extend([label] * len(files))
+        arrays[f"{split}_images"] = _decode_all(paths, workers)
+        arrays[f"{split}_labels"] = np.asarray(labels, np.int64)
+    unlabeled = None
+    if (root / "unlabeled").is_dir():
+        files = _image_files(root / "unlabeled", recursive=True)
+        if not files:
+            raise ValueError(f"Unlabeled folder {root / 'unlabeled'} contains no images.")
+        unlabeled = _decode_all(files, workers)
+    return SourceArrays(unlabeled_images=unlabeled, class_names=train_classes, **arrays)

@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+
+from daso_tf.data import SourceArrays, class_counts, make_long_tailed_data
+
+
+def _source(num_classes, per_class, test_per_class=2, unlabeled=None):
+    labels = np.repeat(np.arange(num_classes), per_class)
+    # 1x1 images whose value is the example index mod 256 keep the test light.
+    images = (np.arange(len(labels)) % 256).astype(np.uint8)[:, None, None, None].repeat(3, -1)
+    test_labels = np.repeat(np.arange(num_classes), test_per_class)
+    return SourceArrays(images, labels, images[:len(test_labels)], test_labels, unlabeled,
+                        [f"class{k}" for k in range(num_classes)])
+
+
+# (classes, per class in train, valid/class, N1, M1, gamma_l, gamma_u, reversed): paper settings
+PAPER_SETTINGS = [
+    (10, 5000, 500, 1500, 3000, 100, 100, False),
+    (10, 5000, 500, 500, 4000, 100, 100, False),
+    (10, 5000, 500, 1500, 3000, 100, 1, False),
+    (10, 5000, 500, 500, 4000, 100, 100, True),
+    (10, 5000, 500, 1500, 3000, 150, 150, False),
+    (100, 500, 50, 50, 400, 10, 10, False),
+    (100, 500, 50, 150, 300, 10, 10, False),
+]
+
+
+@pytest.mark.parametrize("setting", PAPER_SETTINGS)
+def test_per_class_counts_for_paper_settings(setting):
+    classes, per_class, valid, n1, m1, gamma_l, gamma_u, reverse = setting
+    data = make_long_tailed_data(
+        _source(classes, per_class), num_valid_per_class=valid, num_labeled_head=n1,
+        num_unlabeled_head=m1, imbalance_labeled=gamma_l, imbalance_unlabeled=gamma_u,
+        reverse_unlabeled=reverse, seed=0)
+    assert data.labeled_counts == class_counts(n1, gamma_l, classes)
+    expected_unlabeled = class_counts(m1, gamma_u, classes, reverse=reverse and gamma_u > 1)
+    assert data.unlabeled_counts == expected_unlabeled
+    assert data.valid_counts == [valid] * classes
+    assert np.bincount(data.labeled_labels, minlength=classes).tolist() == data.labeled_counts
+    assert len(data.unlabeled_images) == sum(expected_unlabeled)
+    assert data.labeled_images.dtype == np.uint8
+
+
+def test_stl_style_extra_unlabeled_set_and_summary():
+    extra = np.zeros([7, 1, 1, 3], np.uint8)
+    data = make_long_tailed_data(
+        _source(10, 500, unlabeled=extra), num_valid_per_class=50, num_labeled_head=450,
+        num_unlabeled_head=None, imbalance_labeled=10, imbalance_unlabeled=1,
+        reverse_unlabeled=False, seed=1)
+    assert data.labeled_counts == [450, 348, 269, 208, 161, 125, 96, 75, 58, 45]
+    assert data.unlabeled_counts is None
+    np.testing.assert_array_equal(data.unlabeled_labels, [-1] * 7)
+    summary = data.summary()
+    assert "class0" in summary and "?" in summary
+    assert summary.splitlines()[1].split() == ["class0", "450", "?", "50", "2"]
+    assert summary.splitlines()[-1].split() == ["total", str(sum(data.labeled_counts)), "7",
+                                                "500", "20"]
+
+
+def test_too_many_images_per_class_is_a_clear_error():
+    with pytest.raises(ValueError, match="class 0 has only 450 left"):
+        make_long_tailed_data(_source(10, 500), num_valid_per_class=50, num_labeled_head=300,
+                              num_unlabeled_head=200, imbalance_labeled=10,
+                              imbalance_unlabeled=10, reverse_unlabeled=False, seed=0)
