@@ -99,8 +99,13 @@ def make_strong_augment(augmentation="reference"):
 
 def train_stream(lt_data, *, labeled_batch_size, unlabeled_ratio, seed,
                  augmentation="reference", augment_size=None, output_size=32, start_step=0,
-                 with_unlabeled_labels=False):
+                 with_unlabeled_labels=False, unlabeled_views=("weak", "strong")):
     """The infinite training stream ``((x_l, y_l), (u_w, u_s[, u_true]))``.
+
+    ``unlabeled_views`` names the views of each unlabeled image, in order ("weak" or
+    "strong"; a learner's ``unlabeled_views`` attribute, e.g. ("weak", "weak") for
+    MeanTeacher / MixMatch, ("weak", "strong", "strong") for ReMixMatch); every view draws
+    its own augmentation.
 
     x_l: weakly augmented labeled images uint8 [B, S, S, 3], y_l int32 [B];
     u_w / u_s: weak / strong views of the same mu*B unlabeled images; u_true int32 (-1 where
@@ -112,6 +117,10 @@ def train_stream(lt_data, *, labeled_batch_size, unlabeled_ratio, seed,
                          f"{labeled_batch_size} and {unlabeled_ratio}.")
     if start_step < 0:
         raise ValueError(f"start_step must be >= 0, got {start_step}.")
+    views = tuple(unlabeled_views)
+    if not views or any(view not in ("weak", "strong") for view in views):
+        raise ValueError(f"unlabeled_views must be a non-empty sequence of 'weak'/'strong'; "
+                         f"got {unlabeled_views!r}.")
     strong = make_strong_augment(augmentation)
     unlabeled_batch_size = int(unlabeled_ratio * labeled_batch_size)
     labeled_images = tf.convert_to_tensor(lt_data.labeled_images)
@@ -126,17 +135,18 @@ def train_stream(lt_data, *, labeled_batch_size, unlabeled_ratio, seed,
         return images
 
     def make_batch(step, labeled_index, unlabeled_index):
-        labeled_seed, weak_seed, strong_seed = tf.unstack(
-            tf.random.split(_fold(augment_seed, step), 3, alg=_ALG))
+        # Split into at least 3 keys so the default (weak, strong) layout keeps its seeds.
+        keys = tf.unstack(tf.random.split(_fold(augment_seed, step), 1 + max(2, len(views)), alg=_ALG))
         x_l = prepare(tf.gather(labeled_images, labeled_index))
-        x_l = _finish(augment.weak_augment(x_l, labeled_seed), output_size)
+        x_l = _finish(augment.weak_augment(x_l, keys[0]), output_size)
         y_l = tf.gather(labeled_labels, labeled_index)
         u = prepare(tf.gather(unlabeled_images, unlabeled_index))
-        u_w = _finish(augment.weak_augment(u, weak_seed), output_size)
-        u_s = _finish(strong(u, strong_seed), output_size)
+        u_views = tuple(
+            _finish(augment.weak_augment(u, key) if view == "weak" else strong(u, key), output_size)
+            for view, key in zip(views, keys[1:]))
         if with_unlabeled_labels:
-            return (x_l, y_l), (u_w, u_s, tf.gather(unlabeled_labels, unlabeled_index))
-        return (x_l, y_l), (u_w, u_s)
+            return (x_l, y_l), u_views + (tf.gather(unlabeled_labels, unlabeled_index),)
+        return (x_l, y_l), u_views
 
     steps = tf.data.Dataset.range(int(start_step), _MAX_EPOCHS)
     labeled = index_batches(len(lt_data.labeled_labels), labeled_batch_size, seed, start_step,

@@ -102,3 +102,24 @@ def test_eval_stream_is_ordered_unaugmented_and_resized():
     assert batches[0][1].dtype == tf.int32
     big = rng.integers(0, 256, (3, 96, 96, 3), np.uint8)
     assert next(iter(eval_stream(big, labels[:3], batch_size=8)))[0].shape == (3, 32, 32, 3)
+
+
+def test_learners_can_ask_for_other_unlabeled_views():
+    data = _indexed_data()
+    common = dict(labeled_batch_size=4, unlabeled_ratio=2, seed=3)
+    default = _take(train_stream(data, **common), 2)
+    explicit = _take(train_stream(data, unlabeled_views=("weak", "strong"), **common), 2)
+    for a, b in zip(tf.nest.flatten(default), tf.nest.flatten(explicit)):
+        np.testing.assert_array_equal(a, b)
+    (x_l, y_l), views = _take(train_stream(data, unlabeled_views=("weak", "strong", "strong"),
+                                           with_unlabeled_labels=True, **common), 1)[0]
+    assert len(views) == 4 and views[3].shape == (8,)
+    weak, strong_1, strong_2 = views[:3]
+    assert weak.shape == strong_1.shape == strong_2.shape == (8, 32, 32, 3)
+    assert not np.array_equal(strong_1, strong_2)  # each view draws its own augmentation
+    # Constant images are unchanged by flips and crops: use random ones to see two weak views differ.
+    data.unlabeled_images = np.random.default_rng(0).integers(0, 256, data.unlabeled_images.shape, np.uint8)
+    (_, _), two_weak = _take(train_stream(data, unlabeled_views=("weak", "weak"), **common), 1)[0]
+    assert not np.array_equal(two_weak[0], two_weak[1])
+    with pytest.raises(ValueError, match="unlabeled_views"):
+        train_stream(data, unlabeled_views=("weak", "medium"), **common)
