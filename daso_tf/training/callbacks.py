@@ -1,0 +1,199 @@
+"""Keras callbacks of a training run: step clock, progress, TensorBoard, evaluation, checkpoints.
+
+``fit`` runs in segments whose epochs end on multiples of ``gcd(eval_interval,
+checkpoint_interval)`` (see ``loop.plan_segments``); the ``StepClock`` turns Keras' (epoch,
+batch) into the global training step without reading the step variable (no per-step host
+sync). Every side effect that writes to ``model_dir`` happens on the chief only.
+"""
+
+import math
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+TRAIN_SCALARS = ("loss", "loss_x", "loss_u", "loss_align", "mask")
+
+
+class StepClock(keras.callbacks.Callback):
+    """Global step bookkeeping; must come first in the callback list."""
+
+    def __init__(self, step=0):
+        super().__init__()
+        self.step = int(step)
+        self.segment_start = int(step)
+        self.steps_per_epoch = 1
+        self.epoch = 0
+
+    def begin_segment(self, first_step, steps_per_epoch):
+        self.segment_start, self.steps_per_epoch, self.step = int(first_step), int(steps_per_epoch), int(first_step)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step = self.segment_start + self.epoch * self.steps_per_epoch + batch + 1
+
+
+class ProgressLogger(keras.callbacks.Callback):
+    """Console progress: global step, step rate, ETA and the latest losses.
+
+    On a terminal the line is redrawn in place every step; otherwise (logs, CI) one line
+    is printed every ``log_interval`` steps.
+    """
+
+    def __init__(self, clock, total_steps, log_interval, stream=None):
+        super().__init__()
+        self.clock, self.total_steps, self.log_interval = clock, int(total_steps), int(log_interval)
+        self.stream = stream or sys.stdout
+        self.interactive = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._t0 = None
+        self._step0 = None
+        self._last_losses = ""
+
+    def on_train_begin(self, logs=None):
+        self._t0, self._step0 = time.perf_counter(), self.clock.step
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.clock.step
+        at_interval = step % self.log_interval == 0 or step == self.total_steps
+        if not (at_interval or self.interactive):
+            return
+        elapsed = time.perf_counter() - self._t0
+        done = step - self._step0
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (self.total_steps - step) / rate if rate > 0 else float("nan")
+        width = 24
+        filled = int(width * step / max(self.total_steps, 1))
+        bar = "=" * filled + (">" if filled < width else "") + "." * max(width - filled - 1, 0)
+        text = f"step {step}/{self.total_steps} [{bar}] {rate:.2f} steps/s ETA {format_duration(eta)}"
+        if at_interval and logs:
+            # Reading the losses syncs with the device: only every log_interval steps.
+            self._last_losses = " | " + " ".join(f"{k} {float(logs[k]):.4f}" for k in TRAIN_SCALARS if k in logs)
+        text += self._last_losses
+        if self.interactive:
+            self.stream.write("\r" + text[:200] + "\033[K")
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def on_train_end(self, logs=None):
+        if self.interactive:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def format_duration(seconds):
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+class TrainingSummaries(keras.callbacks.Callback):
+    """TensorBoard scalars of training, averaged over each ``log_interval`` window.
+
+    Writes losses, mask rate, learning rate, the pseudo-label histogram m and class weights
+    v (DASO), and per-class pseudo-label precision/recall when the learner provides
+    ``pseudo_label_diagnostics()``. Summing happens on device (no per-step host sync).
+    """
+
+    def __init__(self, clock, writer, log_interval, class_names):
+        super().__init__()
+        self.clock, self.writer, self.log_interval = clock, writer, int(log_interval)
+        self.class_names = list(class_names)
+        self._keys = None
+        self._sums = None
+        self._count = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        if self._keys is None:
+            self._keys = [k for k in TRAIN_SCALARS if k in logs]
+            self._sums = tf.Variable(tf.zeros([len(self._keys)], tf.float64), trainable=False)
+        if self._keys:
+            self._sums.assign_add(tf.cast(tf.stack([tf.cast(logs[k], tf.float64) for k in self._keys]), tf.float64))
+        self._count += 1
+        if self.clock.step % self.log_interval == 0:
+            self.flush()
+
+    def on_train_end(self, logs=None):
+        if self._count:
+            self.flush()
+
+    def flush(self):
+        step = self.clock.step
+        means = self._sums.numpy() / self._count if self._keys else []
+        self._sums.assign(tf.zeros_like(self._sums))
+        self._count = 0
+        with self.writer.as_default(step=step):
+            for key, value in zip(self._keys, means):
+                tf.summary.scalar(f"train/{key}", value)
+            tf.summary.scalar("train/learning_rate", float(np.asarray(self.model.optimizer.learning_rate)))
+            self._write_daso_state()
+            self._write_pseudo_label_quality()
+        self.writer.flush()
+
+    def _write_daso_state(self):
+        histogram = getattr(self.model, "histogram", None)
+        if histogram is None or not hasattr(histogram, "distribution"):
+            return
+        from daso_tf.pseudo_labels import distribution_weights
+
+        m = np.asarray(histogram.distribution, dtype="float64")
+        v = np.asarray(distribution_weights(histogram.counts, self.model.dist_temperature), dtype="float64")
+        tf.summary.histogram("daso/class_weights_v", v)
+        for name, values in (("histogram_m", m), ("class_weights_v", v)):
+            for class_id, value in enumerate(values):
+                tf.summary.scalar(f"daso_{name}/{class_id:03d}_{self.class_names[class_id]}", value)
+
+    def _write_pseudo_label_quality(self):
+        diagnostics = getattr(self.model, "pseudo_label_diagnostics", None)
+        if diagnostics is None:
+            return
+        for name, values in diagnostics().items():
+            values = np.asarray(values, dtype="float64")
+            if values.ndim == 0:
+                if np.isfinite(values):
+                    tf.summary.scalar(f"pseudo_labels/{name}", values)
+            elif values.ndim == 1:  # per class; the confusion matrix (2-d) stays out of TensorBoard
+                for class_id, value in enumerate(values):
+                    if np.isfinite(value):
+                        tf.summary.scalar(f"pseudo_labels_{name}/{class_id:03d}_{self.class_names[class_id]}", value)
+
+
+class PeriodicEvaluation(keras.callbacks.Callback):
+    """Evaluates the EMA model every ``eval_interval`` steps and at the last step.
+
+    ``evaluate_fn(step) -> entry`` does the work (see ``loop``); this callback only decides when.
+    """
+
+    def __init__(self, clock, eval_interval, total_steps, evaluate_fn):
+        super().__init__()
+        self.clock, self.eval_interval, self.total_steps = clock, int(eval_interval), int(total_steps)
+        self.evaluate_fn = evaluate_fn
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = self.clock.step
+        if step % self.eval_interval == 0 or step == self.total_steps:
+            self.evaluate_fn(step)
+
+
+class PeriodicCheckpoint(keras.callbacks.Callback):
+    """Saves a checkpoint every ``checkpoint_interval`` steps and at the last step."""
+
+    def __init__(self, clock, checkpoint_interval, total_steps, manager, log=print):
+        super().__init__()
+        self.clock, self.interval, self.total_steps = clock, int(checkpoint_interval), int(total_steps)
+        self.manager, self.log = manager, log
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = self.clock.step
+        if step % self.interval == 0 or step == self.total_steps:
+            path = self.manager.save(step)
+            if path:
+                self.log(f"checkpoint saved: {path} (step {step})")

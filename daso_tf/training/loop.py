@@ -1,0 +1,429 @@
+"""One run of an experiment: data -> model -> fit with callbacks -> results (spec section 7).
+
+``run_experiment(config, model_dir, mode)`` is what ``run.py`` calls once the config is
+resolved and ``model_dir`` checked (``model_dir.check_model_dir``). Modes:
+
+- ``train_and_eval``: train to ``trainer.train_steps``, evaluating the EMA model every
+  ``trainer.eval_interval`` steps on validation and test; resumes from the last checkpoint;
+- ``train``: the same without evaluation;
+- ``eval``: evaluate the latest checkpoint once (``<model_dir>/eval_results.json``);
+- ``export``: SavedModel of the latest (or best) checkpoint via ``export.export_saved_model``.
+
+Training runs in Keras ``fit`` segments whose epochs end on multiples of
+``gcd(eval_interval, checkpoint_interval)``, so evaluation and checkpoints happen at epoch
+ends, and a run resumed at any checkpointed step lines up again after one short segment.
+"""
+
+import dataclasses
+import inspect
+import json
+import math
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from daso_tf.config import write_params
+from daso_tf.training import callbacks as callbacks_lib
+from daso_tf.training.checkpoints import CheckpointManager
+from daso_tf.training.distribute import (check_divisible, input_pipeline_for_replicas, is_chief,
+                                         make_strategy, synchronize_batch_norm, task_info,
+                                         wrap_train_logs_for_multi_worker)
+from daso_tf.training.evaluation import classification_metrics
+from daso_tf.training.results import EvaluationHistory, RESULTS_FILE, write_json_atomic, write_results
+
+# SemiSupervisedModel arguments the run fills in itself (not from config.algorithm).
+_MODEL_ARGS = {"backbone", "num_classes", "normalization", "labeled_class_counts", "class_names", "kwargs"}
+# AlgorithmConfig keys that configure the optimiser rather than the learner.
+_OPTIMIZER_KEYS = {"name", "learning_rate", "momentum", "nesterov", "weight_decay"}
+
+
+def plan_segments(start_step, total_steps, period):
+    """``fit`` calls covering [start_step, total_steps): ``[(first_step, epochs, steps_per_epoch)]``.
+
+    Every epoch ends on a multiple of ``period`` or at ``total_steps``.
+    """
+    segments, step = [], int(start_step)
+    if step >= total_steps:
+        return segments
+    if step % period:
+        boundary = min((step // period + 1) * period, total_steps)
+        segments.append((step, 1, boundary - step))
+        step = boundary
+    full_epochs = (total_steps - step) // period
+    if full_epochs:
+        segments.append((step, full_epochs, period))
+        step += full_epochs * period
+    if step < total_steps:
+        segments.append((step, 1, total_steps - step))
+    return segments
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+
+def set_precision_policy(config):
+    if config.model.dtype_policy == "float64":
+        keras.config.set_dtype_policy("float64")
+    elif config.runtime.mixed_precision:
+        gpus = tf.config.list_logical_devices("GPU")
+        keras.config.set_dtype_policy("mixed_float16" if gpus else "mixed_bfloat16")
+    else:
+        keras.config.set_dtype_policy("float32")
+
+
+def load_data(data_config):
+    """The long-tailed splits of ``data_config`` (``daso_tf.data.LongTailedData``)."""
+    from daso_tf import data as data_lib
+
+    source = data_lib.load_source(data_config.dataset, source=data_config.source, data_dir=data_config.data_dir)
+    return data_lib.make_long_tailed_data(
+        source,
+        num_valid_per_class=data_config.num_valid_per_class,
+        num_labeled_head=data_config.num_labeled_head,
+        num_unlabeled_head=data_config.num_unlabeled_head,
+        imbalance_labeled=data_config.imbalance_labeled,
+        imbalance_unlabeled=data_config.imbalance_unlabeled,
+        reverse_unlabeled=data_config.reverse_unlabeled,
+        seed=data_config.seed,
+    )
+
+
+def algorithm_kwargs(algorithm_class, algorithm_config):
+    """The ``config.algorithm`` keys the learner's constructor takes (walking its MRO)."""
+    accepted = set()
+    for klass in inspect.getmro(algorithm_class):
+        if "__init__" in vars(klass):
+            accepted |= set(inspect.signature(klass.__init__).parameters)
+    values = dataclasses.asdict(algorithm_config)
+    kwargs = {k: v for k, v in values.items() if k in accepted and k not in _MODEL_ARGS and k not in _OPTIMIZER_KEYS}
+    ignored = sorted(k for k in values if k not in kwargs and k not in _OPTIMIZER_KEYS)
+    return kwargs, ignored
+
+
+def build_model(config, lt_data, strategy):
+    """The learner named by ``config.algorithm.name``, built and compiled under ``strategy``."""
+    from daso_tf import data as data_lib
+    from daso_tf.algorithms import get_algorithm
+    from daso_tf.models import WideResNet
+    from daso_tf.optimizers import reference_sgd
+
+    size = config.data.image_size
+    algorithm_class = get_algorithm(config.algorithm.name)
+    kwargs, _ = algorithm_kwargs(algorithm_class, config.algorithm)
+    keras.utils.set_random_seed(config.data.seed)  # initial weights are part of the run's seed
+    with strategy.scope():
+        backbone = WideResNet(config.model.depth, config.model.width, input_shape=(size, size, 3))
+        model = algorithm_class(
+            backbone,
+            len(lt_data.class_names),
+            normalization=data_lib.NORMALIZATION[config.data.dataset],
+            labeled_class_counts=[int(c) for c in lt_data.labeled_counts],
+            class_names=list(lt_data.class_names),
+            **kwargs,
+        )
+        model.build((None, size, size, 3))
+        _mark_containers_built(model)
+        if strategy.num_replicas_in_sync > 1:
+            synchronize_batch_norm(model)
+        model.compile(
+            optimizer=reference_sgd(
+                learning_rate=config.algorithm.learning_rate, momentum=config.algorithm.momentum,
+                nesterov=config.algorithm.nesterov, l2=config.algorithm.weight_decay),
+            jit_compile=config.runtime.jit_compile,
+        )
+        model.optimizer.build(model.trainable_variables)
+    wrap_train_logs_for_multi_worker(model, strategy)
+    return model
+
+
+def _mark_containers_built(model):
+    """Marks sub-models built once every layer inside them is.
+
+    ``SemiSupervisedModel.build`` creates all variables through the networks' parts, which
+    leaves the ClassifierNetwork containers flagged unbuilt; Keras' ``fit`` under a
+    distribution strategy then re-traces ``call`` on a training batch and fails
+    (see /work/notes/REQUESTS-run.md item 3; harmless once the model does it itself).
+    """
+    for layer in model._flatten_layers(include_self=False):
+        if not layer.built and all(sub.built for sub in layer._flatten_layers(include_self=False)):
+            layer.built = True
+    # Keras' TF trainer also pulls one batch in fit() under any strategy and reduces the
+    # nested batch with strategy.reduce, which MultiWorkerMirroredStrategy rejects
+    # (REQUESTS-run.md item 4). The model is fully built here, so that build is a no-op.
+    model._maybe_symbolic_build = lambda *args, **kwargs: None
+
+
+def count_parameters(model):
+    return int(sum(np.prod(v.shape) for v in model.online_network.weights if v.trainable))
+
+
+def make_eval_datasets(config, lt_data):
+    from daso_tf import data as data_lib
+
+    datasets = {}
+    for split, images, labels in (("valid", lt_data.valid_images, lt_data.valid_labels),
+                                  ("test", lt_data.test_images, lt_data.test_labels)):
+        if len(labels) == 0:
+            continue
+        dataset = data_lib.eval_stream(images, labels, batch_size=config.trainer.eval_batch_size,
+                                       output_size=config.data.image_size)
+        if config.trainer.eval_batches > 0:
+            dataset = dataset.take(config.trainer.eval_batches)
+        datasets[split] = dataset
+    return datasets
+
+
+class Evaluator:
+    """EMA-model metrics on the validation and test sets (inference-mode BatchNorm)."""
+
+    def __init__(self, model, datasets, labeled_counts):
+        self.model, self.datasets = model, datasets
+        self.labeled_counts = [int(c) for c in labeled_counts]
+        self._logits = tf.function(lambda images: model(images, training=False))
+
+    def __call__(self):
+        results = {}
+        for split, dataset in self.datasets.items():
+            logits, labels = [], []
+            for images, batch_labels in dataset:
+                logits.append(np.asarray(tf.cast(self._logits(images), tf.float64)))
+                labels.append(np.asarray(batch_labels))
+            results[split] = classification_metrics(np.concatenate(logits), np.concatenate(labels),
+                                                    self.labeled_counts)
+        return results
+
+
+def startup_summary(config, model_dir, mode, strategy, lt_data, model, start_step):
+    devices = ", ".join(d.name.replace("/job:localhost/replica:0/task:0/device:", "")
+                        for d in tf.config.list_logical_devices() if d.device_type in ("CPU", "GPU"))
+    task_type, task_id = task_info()
+    lines = [
+        "=" * 78,
+        f"experiment {config.name}   mode {mode}   model_dir {model_dir}",
+        f"data       {config.data.dataset} (source {config.data.source}"
+        f"{', ' + config.data.data_dir if config.data.data_dir else ''}), seed {config.data.seed}, "
+        f"batch {config.data.labeled_batch_size} labeled + {config.data.unlabeled_ratio}x"
+        f"{config.data.labeled_batch_size} unlabeled",
+    ]
+    summary = lt_data.summary() if hasattr(lt_data, "summary") else ""
+    lines += [f"           {line}" for line in summary.splitlines()]
+    lines += [
+        f"model      {config.algorithm.name} on WRN-{config.model.depth}-{config.model.width}, "
+        f"{count_parameters(model):,} trainable parameters, policy {keras.config.dtype_policy().name}, "
+        f"XLA {'on' if config.runtime.jit_compile else 'off'}",
+    ]
+    _, ignored = algorithm_kwargs(type(model), config.algorithm)
+    if ignored:
+        lines.append(f"           algorithm keys {config.algorithm.name} does not use: {', '.join(ignored)}")
+    lines += [
+        f"strategy   {type(strategy).__name__} ({config.runtime.distribution_strategy}), "
+        f"{strategy.num_replicas_in_sync} replica(s); task {task_type}:{task_id}; devices {devices}",
+        f"schedule   step {start_step} -> {config.trainer.train_steps}, eval every {config.trainer.eval_interval}, "
+        f"checkpoint every {config.trainer.checkpoint_interval}"
+        + (f" (resuming from step {start_step})" if start_step else ""),
+        "=" * 78,
+    ]
+    return "\n".join(lines)
+
+
+def _previous_wall_time(model_dir):
+    try:
+        with open(os.path.join(model_dir, RESULTS_FILE)) as f:
+            return float(json.load(f).get("wall_time_s", 0.0))
+    except (OSError, ValueError, TypeError):
+        return 0.0
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+class TrainingRun:
+    """Everything a run holds: config, data, strategy, model, checkpoints, history, writers."""
+
+    def __init__(self, config, model_dir, mode, log=print):
+        self.config, self.model_dir, self.mode, self.log = config, model_dir, mode, log
+        set_precision_policy(config)
+        self.strategy = make_strategy(config.runtime)
+        self.chief = is_chief(self.strategy)
+        if not self.chief:
+            self.log = lambda *args, **kwargs: None  # one console report per run: the chief's
+        check_divisible(self.strategy, **{
+            "data.labeled_batch_size": config.data.labeled_batch_size,
+            "data.labeled_batch_size * data.unlabeled_ratio":
+                config.data.labeled_batch_size * config.data.unlabeled_ratio})
+        self.lt_data = load_data(config.data)
+        self.class_names = list(self.lt_data.class_names)
+        self.model = build_model(config, self.lt_data, self.strategy)
+        checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer)
+        _, worker_id = task_info()
+        self.checkpoints = CheckpointManager(
+            checkpoint, os.path.join(model_dir, "checkpoints"),
+            max_to_keep=config.trainer.keep_checkpoints, is_chief=self.chief, worker_id=worker_id)
+        self.writer = (tf.summary.create_file_writer(os.path.join(model_dir, "tensorboard"))
+                       if self.chief else tf.summary.create_noop_writer())
+
+    # ---------------------------------------------------------------- evaluation
+    def _evaluate_and_record(self, step):
+        metrics = self.evaluator()
+        entry = self.history.append(step, metrics.get("valid"), metrics.get("test"))
+        window = self.config.trainer.median_window
+        with self.writer.as_default(step=step):
+            for split, values in metrics.items():
+                for name in ("top1", "top1_la", "head", "medium", "tail"):
+                    if values.get(name) is not None:
+                        tf.summary.scalar(f"eval_{split}/{name}", values[name])
+                for class_id, value in enumerate(values["per_class"]):
+                    if value is not None:
+                        tf.summary.scalar(f"eval_{split}_per_class/{class_id:03d}_{self.class_names[class_id]}", value)
+            if entry["test_top1_median"] is not None:
+                tf.summary.scalar(f"eval_test/top1_median{window}", entry["test_top1_median"])
+        self.writer.flush()
+        valid, test = metrics.get("valid") or {}, metrics.get("test") or {}
+        self.log(f"eval step {step}: valid top1 {valid.get('top1', float('nan')):.2f} | test top1 "
+                 f"{test.get('top1', float('nan')):.2f} (LA {test.get('top1_la', float('nan')):.2f}; head/medium/tail "
+                 f"{_fmt(test.get('head'))}/{_fmt(test.get('medium'))}/{_fmt(test.get('tail'))}) | "
+                 f"test median-{window} {_fmt(entry['test_top1_median'])}")
+        best = self.checkpoints.best_info()
+        valid_top1 = valid.get("top1")
+        if valid_top1 is not None and (best is None or valid_top1 > best["valid_top1"]):
+            self.checkpoints.save_best(step, valid_top1)
+        self._write_results(step, finished=False)
+        return entry
+
+    def _write_results(self, step, finished):
+        if not self.chief:
+            return
+        write_results(self.model_dir, config=self.config, history=self.history, step=step, finished=finished,
+                      wall_time_s=self.previous_wall_time + time.perf_counter() - self.t0,
+                      class_names=self.class_names)
+
+    # ---------------------------------------------------------------- training
+    def train(self, evaluate=True):
+        config, trainer = self.config, self.config.trainer
+        self.t0 = time.perf_counter()
+        restored = self.checkpoints.restore_latest()
+        start_step = int(self.model.step.numpy())
+        if restored is not None and restored != start_step:
+            raise RuntimeError(f"checkpoint {restored} holds step {start_step}; the checkpoint directory is inconsistent")
+        self.previous_wall_time = _previous_wall_time(self.model_dir) if restored is not None else 0.0
+        self.history = EvaluationHistory.load(self.model_dir, up_to_step=start_step,
+                                              median_window=trainer.median_window) \
+            if restored is not None else EvaluationHistory(median_window=trainer.median_window)
+        if self.chief:
+            os.makedirs(self.model_dir, exist_ok=True)
+            write_params(config, self.model_dir)
+        self.log(startup_summary(config, self.model_dir, self.mode, self.strategy, self.lt_data, self.model, start_step))
+        self.evaluator = Evaluator(self.model, make_eval_datasets(config, self.lt_data), self.lt_data.labeled_counts)
+
+        clock = callbacks_lib.StepClock(start_step)
+        callback_list = [
+            clock,
+            callbacks_lib.TrainingSummaries(clock, self.writer, trainer.log_interval, self.class_names),
+        ]
+        if evaluate:
+            callback_list.append(callbacks_lib.PeriodicEvaluation(
+                clock, trainer.eval_interval, trainer.train_steps, self._evaluate_and_record))
+        callback_list.append(callbacks_lib.PeriodicCheckpoint(
+            clock, trainer.checkpoint_interval, trainer.train_steps, self.checkpoints,
+            log=self.log if self.chief else (lambda *_: None)))
+        if self.chief:
+            callback_list.append(callbacks_lib.ProgressLogger(clock, trainer.train_steps, trainer.log_interval))
+
+        period = math.gcd(trainer.eval_interval, trainer.checkpoint_interval)
+        segments = plan_segments(start_step, trainer.train_steps, period)
+        if not segments:
+            self.log(f"already trained to step {start_step} (trainer.train_steps={trainer.train_steps}); "
+                     "raise trainer.train_steps to continue")
+        for first_step, epochs, steps_per_epoch in segments:
+            clock.begin_segment(first_step, steps_per_epoch)
+            dataset = input_pipeline_for_replicas(self.strategy, lambda first=first_step: self._train_stream(first))
+            self.model.fit(dataset, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callback_list, verbose=0,
+                           shuffle=False)
+        final_step = int(self.model.step.numpy())
+        latest = self.history.latest()
+        if evaluate and (latest is None or latest["step"] != final_step):
+            self._evaluate_and_record(final_step)
+        self._write_results(final_step, finished=final_step >= trainer.train_steps)
+        self.writer.flush()
+        window = trainer.median_window
+        median = self.history.median("test", "top1")
+        if evaluate:
+            self.log(f"done: step {final_step}, test top-1 median-{window} {_fmt(median)}; "
+                     f"results in {os.path.join(self.model_dir, RESULTS_FILE)}")
+        return {"step": final_step, f"test_top1_median{window}": median}
+
+    def _train_stream(self, start_step):
+        from daso_tf import data as data_lib
+
+        known = bool(np.any(np.asarray(self.lt_data.unlabeled_labels) >= 0))
+        return data_lib.train_stream(
+            self.lt_data,
+            labeled_batch_size=self.config.data.labeled_batch_size,
+            unlabeled_ratio=self.config.data.unlabeled_ratio,
+            seed=self.config.data.seed,
+            augmentation=self.config.data.augmentation,
+            output_size=self.config.data.image_size,
+            start_step=start_step,
+            with_unlabeled_labels=known,
+            # e.g. ("weak", "strong", "strong") for ReMixMatch; FixMatch/DASO: weak + strong.
+            unlabeled_views=tuple(getattr(self.model, "unlabeled_views", ("weak", "strong"))),
+        )
+
+    # ---------------------------------------------------------------- eval / export
+    def evaluate_once(self):
+        step = self.checkpoints.restore_latest()
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {self.checkpoints.directory}")
+        metrics = Evaluator(self.model, make_eval_datasets(self.config, self.lt_data), self.lt_data.labeled_counts)()
+        payload = {"step": step, "checkpoint": self.checkpoints.path_for(step), **metrics}
+        if self.chief:
+            write_json_atomic(os.path.join(self.model_dir, "eval_results.json"), payload)
+        for split, values in metrics.items():
+            self.log(f"{split}: top1 {values['top1']:.2f}  LA top1 {values['top1_la']:.2f}  head/medium/tail "
+                     f"{_fmt(values['head'])}/{_fmt(values['medium'])}/{_fmt(values['tail'])}")
+        return payload
+
+    def export(self):
+        export_config = self.config.export
+        if export_config.checkpoint == "best":
+            best = self.checkpoints.best_info()
+            if best is None:
+                raise FileNotFoundError(f"no best checkpoint in {self.checkpoints.directory}")
+            self.checkpoints.restore(best["path"])
+            path = best["path"]
+        else:
+            step = self.checkpoints.restore_latest()
+            if step is None:
+                raise FileNotFoundError(f"no checkpoint in {self.checkpoints.directory}")
+            path = self.checkpoints.path_for(step)
+        from export import export_saved_model
+
+        export_dir = export_config.export_dir or os.path.join(self.model_dir, "export")
+        size = self.config.data.image_size
+        result = export_saved_model(
+            self.model, export_dir, model_name=export_config.model_name or self.config.name,
+            version=export_config.version, class_names=self.class_names, image_size=(size, size),
+            overwrite=export_config.overwrite)
+        self.log(f"exported {path} -> {result}")
+        return result
+
+
+def _fmt(value):
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def run_experiment(config, model_dir, mode="train_and_eval", log=print):
+    """Runs ``mode`` for ``config`` in ``model_dir`` (already validated by run.py)."""
+    run = TrainingRun(config, model_dir, mode, log=log)
+    if mode == "train_and_eval":
+        return run.train(evaluate=True)
+    if mode == "train":
+        return run.train(evaluate=False)
+    if mode == "eval":
+        return run.evaluate_once()
+    if mode == "export":
+        return run.export()
+    raise ValueError(f"unknown mode {mode!r}")

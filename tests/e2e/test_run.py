@@ -1,0 +1,288 @@
+"""run.py end to end on a few hundred offline CIFAR-10 JPEGs (data.source=folder).
+
+One tiny run (WRN-10-1, batch 4 + 2x4, 8 steps, float64 so that runs on different device
+layouts can be compared tightly) is trained once per module and reused: its outputs are
+checked, it is the reference for the interrupted/resumed run and for the mirrored run,
+and bad input is tried against it (without touching it).
+"""
+
+import hashlib
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+
+import numpy as np
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+TRAIN_PER_CLASS, TEST_PER_CLASS = 26, 4
+TINY = ",".join([
+    "data.num_valid_per_class=2", "data.num_labeled_head=10", "data.num_unlabeled_head=12",
+    "data.imbalance_labeled=5", "data.imbalance_unlabeled=5", "data.labeled_batch_size=4",
+    "model.depth=10", "model.width=1", "model.dtype_policy=float64",
+    "algorithm.warmup_steps=4", "algorithm.histogram_period=2", "algorithm.queue_size=4",
+    "trainer.train_steps=8", "trainer.eval_interval=4", "trainer.checkpoint_interval=2",
+    "trainer.eval_batch_size=20", "trainer.eval_batches=2", "trainer.log_interval=2",
+    "runtime.deterministic=true",
+])
+EXPERIMENT = "cifar10_lt_n1500"
+
+
+def _env(**extra):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
+    env.pop("TF_CONFIG", None)
+    env.update(extra)
+    return env
+
+
+def run_py(model_dir, overrides="", *args, env=None, timeout=240):
+    command = [sys.executable, str(REPO_ROOT / "run.py"), f"--experiment={EXPERIMENT}",
+               f"--model_dir={model_dir}", f"--params_override={overrides}", *args]
+    return subprocess.run(command, cwd=REPO_ROOT, env=env or _env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def read_checkpoint(path):
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(str(path))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+            if not name.startswith("_CHECKPOINTABLE") and "save_counter" not in name}
+
+
+def assert_same_state(a, b, atol):
+    assert sorted(a) == sorted(b)
+    worst = max((float(np.max(np.abs(np.asarray(a[k], np.float64) - np.asarray(b[k], np.float64))))
+                 if np.size(a[k]) else 0.0, k) for k in a)
+    assert worst[0] <= atol, f"largest difference {worst[0]:.3g} in {worst[1]}"
+
+
+def final_checkpoint(model_dir, step=8):
+    return pathlib.Path(model_dir) / "checkpoints" / f"ckpt-{step:09d}" / "ckpt"
+
+
+def tree_digest(directory):
+    digest = hashlib.sha256()
+    for path in sorted(pathlib.Path(directory).rglob("*")):
+        digest.update(str(path.relative_to(directory)).encode())
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def cifar_folder(tmp_path_factory, cifar10_zip):
+    """A few JPEGs per class of the offline CIFAR-10 copy, as train/<class>/, test/<class>/."""
+    root = tmp_path_factory.mktemp("cifar10_folder")
+    wanted = {"train": TRAIN_PER_CLASS, "test": TEST_PER_CLASS}
+    taken = {}
+    with zipfile.ZipFile(cifar10_zip) as archive:
+        for name in sorted(archive.namelist()):
+            parts = pathlib.PurePosixPath(name).parts
+            split_index = next((i for i, p in enumerate(parts) if p in wanted), None)
+            if split_index is None or not name.endswith(".jpg") or len(parts) - split_index != 3:
+                continue
+            split, label = parts[split_index], parts[split_index + 1]
+            if taken.get((split, label), 0) >= wanted[split]:
+                continue
+            taken[(split, label)] = taken.get((split, label), 0) + 1
+            target = root / split / label / parts[-1]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(archive.read(name))
+    assert len({label for _, label in taken}) == 10
+    return root
+
+
+@pytest.fixture(scope="module")
+def overrides(cifar_folder):
+    return f"data.source=folder,data.data_dir={cifar_folder},{TINY}"
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, overrides):
+    model_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    result = run_py(model_dir, overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return model_dir, result
+
+
+def test_run_leaves_params_tensorboard_checkpoints_results(trained_run):
+    model_dir, result = trained_run
+    import yaml
+
+    params = yaml.safe_load((model_dir / "params.yaml").read_text())
+    assert params["name"] == EXPERIMENT and params["trainer"]["train_steps"] == 8
+    assert params["data"]["source"] == "folder" and params["model"]["depth"] == 10
+
+    results = json.loads((model_dir / "results.json").read_text())
+    assert results["finished"] is True and results["step"] == 8
+    assert [e["step"] for e in results["history"]] == [4, 8]
+    test_top1 = [e["test"]["top1"] for e in results["history"]]
+    assert results["test_top1_median20"] == pytest.approx(float(np.median(test_top1)))
+    assert len(results["per_class_accuracy"]["test"]) == 10
+    assert results["config"]["data"]["num_labeled_head"] == 10 and results["wall_time_s"] > 0
+    final = results["final"]["test"]
+    assert 0.0 <= final["top1"] <= 100.0 and {"top1_la", "head", "medium", "tail"} <= set(final)
+
+    checkpoints = sorted(p.name for p in (model_dir / "checkpoints").iterdir())
+    assert checkpoints[-3:] == ["ckpt-000000004", "ckpt-000000006", "ckpt-000000008"]  # keep 3
+    assert any(name.startswith("best-") for name in checkpoints) and "best.json" in checkpoints
+
+    tags = _tensorboard_tags(model_dir / "tensorboard")
+    for tag in ("train/loss", "train/loss_x", "train/loss_u", "train/loss_align", "train/mask",
+                "train/learning_rate", "eval_test/top1", "eval_test/top1_la", "eval_valid/top1",
+                "eval_test/head", "eval_test/tail", "eval_test/top1_median20"):
+        assert tag in tags, f"{tag} missing from TensorBoard; have {sorted(tags)[:20]}..."
+    assert any(t.startswith("daso_histogram_m/") for t in tags)
+    assert any(t.startswith("daso_class_weights_v/") for t in tags)
+    assert any(t.startswith("eval_test_per_class/") for t in tags)
+    assert any(t.startswith("pseudo_labels_precision/") or t.startswith("pseudo_labels/") for t in tags)
+    assert "step 8/8" in result.stdout and "labeled" in result.stdout
+
+
+def _tensorboard_tags(directory):
+    import tensorflow as tf
+
+    tags = set()
+    for path in pathlib.Path(directory).glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            tags.update(value.tag for value in event.summary.value)
+    return tags
+
+
+def test_killed_run_resumes_to_the_same_state(tmp_path, trained_run, overrides):
+    reference_dir, _ = trained_run
+    model_dir = tmp_path / "interrupted"
+    command = [sys.executable, str(REPO_ROOT / "run.py"), f"--experiment={EXPERIMENT}",
+               f"--model_dir={model_dir}", f"--params_override={overrides}"]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    try:
+        while not final_checkpoint(model_dir, 2).with_suffix(".index").exists():
+            assert process.poll() is None, "the run ended before its first checkpoint"
+            assert time.time() < deadline, "no checkpoint within 180 s"
+            time.sleep(0.05)
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    latest = max(p.name for p in (model_dir / "checkpoints").glob("ckpt-*"))
+    assert latest < "ckpt-000000008", "the run finished before it could be interrupted"
+
+    result = run_py(model_dir, overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming from step" in result.stdout
+    assert_same_state(read_checkpoint(final_checkpoint(model_dir)), read_checkpoint(final_checkpoint(reference_dir)),
+                      atol=1e-5)
+
+
+def test_mirrored_on_two_virtual_cpus_matches_one_device(tmp_path, trained_run, overrides):
+    reference_dir, _ = trained_run
+    model_dir = tmp_path / "mirrored"
+    result = run_py(model_dir, overrides + ",runtime.distribution_strategy=mirrored,runtime.virtual_cpu_devices=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MirroredStrategy" in result.stdout and "2 replica(s)" in result.stdout
+    # float64: the only differences are reduction orders (measured ~1e-15 after 12 steps).
+    assert_same_state(read_checkpoint(final_checkpoint(model_dir)), read_checkpoint(final_checkpoint(reference_dir)),
+                      atol=1e-9)
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_multi_worker_mirrored_two_local_workers(tmp_path, overrides):
+    model_dir = tmp_path / "multi_worker"
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    tiny = overrides.replace("trainer.train_steps=8", "trainer.train_steps=4")
+    command = [sys.executable, str(REPO_ROOT / "run.py"), f"--experiment={EXPERIMENT}", f"--model_dir={model_dir}",
+               f"--params_override={tiny},runtime.distribution_strategy=multi_worker_mirrored"]
+    processes = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+        processes.append(subprocess.Popen(command, cwd=REPO_ROOT, env=_env(TF_CONFIG=tf_config),
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [p.communicate(timeout=240) for p in processes]
+    for process, (_, stderr) in zip(processes, outputs):
+        assert process.returncode == 0, stderr[-3000:]
+    results = json.loads((model_dir / "results.json").read_text())
+    assert results["finished"] is True and results["step"] == 4
+    assert sorted(p.name for p in model_dir.iterdir() if p.name.startswith("results")) == ["results.json"]
+    assert not [p for p in (model_dir / "checkpoints").iterdir() if p.name.startswith(".")]  # no worker scratch
+    assert "2 replica(s)" in outputs[0][0] and "done: step 4" in outputs[0][0]
+    assert "done:" not in outputs[1][0]  # the non-chief worker stays quiet
+
+
+def test_eval_mode_reuses_the_run_settings(trained_run):
+    model_dir, _ = trained_run
+    result = run_py(model_dir, "", "--mode=eval")  # no overrides needed: params.yaml is the base
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = json.loads((model_dir / "eval_results.json").read_text())
+    history = json.loads((model_dir / "results.json").read_text())["history"]
+    assert payload["step"] == 8
+    assert payload["test"]["top1"] == pytest.approx(history[-1]["test"]["top1"])
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_params_mismatch_is_one_line_and_leaves_run_untouched(trained_run, overrides):
+    model_dir, _ = trained_run
+    before = tree_digest(model_dir)
+    result = run_py(model_dir, overrides + ",data.seed=1,model.width=2")
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("run.py: error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr
+    assert "data.seed" in errors[0] and "model.width" in errors[0] and "refusing to resume" in errors[0]
+    assert tree_digest(model_dir) == before
+
+
+@pytest.mark.parametrize("make_args, message", [
+    (lambda d, o: ("no_such_experiment", o), "unknown experiment 'no_such_experiment'; known experiments: cifar10_lt_n500"),
+    (lambda d, o: (EXPERIMENT, o + ",trainer.train_step=3"), "did you mean 'trainer.train_steps'"),
+    (lambda d, o: (EXPERIMENT, o + ",trainer.eval_interval=often"), "trainer.eval_interval='often': expected an integer"),
+    (lambda d, o: (EXPERIMENT, o.replace("data.data_dir=", "data.data_dir=/missing")), "directory not found"),
+])
+def test_bad_input_messages(tmp_path, overrides, make_args, message):
+    import run
+
+    experiment, params = make_args(tmp_path, overrides)
+    with pytest.raises(Exception, match=message) as error:
+        run.resolve_config(experiment, params, model_dir=str(tmp_path / "new"))
+    assert type(error.value).__name__ in ("ConfigError", "UnknownExperimentError")
+
+
+def test_unwritable_model_dir(tmp_path, overrides):
+    import run
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    with pytest.raises(Exception, match="is not writable"):
+        run.resolve_config(EXPERIMENT, overrides, model_dir=str(blocker / "run"))
+
+
+def test_export_mode_writes_a_versioned_saved_model(tmp_path, trained_run):
+    model_dir, _ = trained_run
+    export_dir = tmp_path / "serving"
+    result = run_py(model_dir, "", "--mode=export", f"--export_dir={export_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (export_dir / EXPERIMENT / "1" / "saved_model.pb").exists()
+
+
+def test_unknown_algorithm_lists_known(tmp_path, overrides):
+    import run
+
+    with pytest.raises(Exception, match="algorithm.name='fixmach': expected one of .*daso.*fixmatch"):
+        run.resolve_config(EXPERIMENT, overrides + ",algorithm.name=fixmach", model_dir=str(tmp_path / "new"))

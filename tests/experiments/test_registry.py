@@ -1,0 +1,80 @@
+"""experiments: every paper setting registered with the spec's hyper-parameters."""
+
+import re
+
+import pytest
+
+import experiments
+from daso_tf.data.splits import class_counts
+
+PAPER_SETTINGS = [
+    "cifar10_lt_n500", "cifar10_lt_n1500", "cifar10_lt_n500_g150", "cifar10_lt_n1500_g150",
+    "cifar10_lt_n500_uniform", "cifar10_lt_n1500_uniform", "cifar10_lt_n500_reversed",
+    "cifar10_lt_n1500_reversed", "cifar100_lt_n50", "cifar100_lt_n150", "cifar100_lt_n50_g20",
+    "cifar100_lt_n150_g20", "stl10_lt_n150_g10", "stl10_lt_n450_g10", "stl10_lt_n150_g20",
+    "stl10_lt_n450_g20",
+]
+
+
+def test_all_paper_settings_registered():
+    assert set(PAPER_SETTINGS) <= set(experiments.list_experiments())
+
+
+@pytest.mark.parametrize("name", PAPER_SETTINGS)
+def test_reference_hyperparameters(name):
+    config = experiments.get_experiment(name)
+    data, algorithm = config.data, config.algorithm
+    assert config.name == name
+    assert algorithm.name == "daso"
+    assert (data.labeled_batch_size, data.unlabeled_ratio, config.trainer.train_steps) == (64, 2, 250_000)
+    assert (config.model.depth, config.model.width) == (28, 2)
+    assert (algorithm.proto_temperature, algorithm.queue_size, algorithm.warmup_steps) == (0.05, 256, 5000)
+    assert (algorithm.threshold, algorithm.ema_decay, config.trainer.eval_interval) == (0.95, 0.999, 500)
+    n1 = int(re.search(r"_n(\d+)", name).group(1))
+    assert data.num_labeled_head == n1
+    if data.dataset == "cifar10":
+        assert data.num_unlabeled_head == {500: 4000, 1500: 3000}[n1]
+        assert data.num_valid_per_class == 500
+        matched = data.imbalance_labeled == data.imbalance_unlabeled and not data.reverse_unlabeled
+        assert algorithm.dist_temperature == (1.5 if matched else 0.3)
+    elif data.dataset == "cifar100":
+        assert data.num_unlabeled_head == {50: 400, 150: 300}[n1]
+        assert data.num_valid_per_class == 50 and algorithm.dist_temperature == 0.3
+    else:
+        assert data.num_unlabeled_head == -1 and data.num_valid_per_class == 50
+        assert algorithm.dist_temperature == 0.3
+
+
+def test_split_shapes_match_spec_counts():
+    # spec/DASO.md section 5 "Checked counts".
+    c10 = experiments.get_experiment("cifar10_lt_n1500").data
+    assert sum(class_counts(c10.num_labeled_head, c10.imbalance_labeled, 10)) == 3720
+    assert sum(class_counts(c10.num_unlabeled_head, c10.imbalance_unlabeled, 10)) == 7443
+    g150 = experiments.get_experiment("cifar10_lt_n500_g150").data
+    assert class_counts(g150.num_labeled_head, g150.imbalance_labeled, 10) == [500, 286, 164, 94, 53, 30, 17, 10, 5, 3]
+    uniform = experiments.get_experiment("cifar10_lt_n500_uniform").data
+    assert class_counts(uniform.num_unlabeled_head, uniform.imbalance_unlabeled, 10) == [4000] * 10
+    reversed_ = experiments.get_experiment("cifar10_lt_n500_reversed").data
+    assert reversed_.reverse_unlabeled and reversed_.imbalance_unlabeled == 100
+    c100 = experiments.get_experiment("cifar100_lt_n50").data
+    assert sum(class_counts(c100.num_labeled_head, c100.imbalance_labeled, 100)) == 1911
+    assert sum(class_counts(c100.num_unlabeled_head, c100.imbalance_unlabeled, 100)) == 15651
+    stl = experiments.get_experiment("stl10_lt_n450_g10").data
+    assert class_counts(stl.num_labeled_head, stl.imbalance_labeled, 10) == [450, 348, 269, 208, 161, 125, 96, 75, 58, 45]
+
+
+def test_paper_numbers_from_results_md():
+    assert experiments.get_entry("cifar10_lt_n500").paper_top1 == 76.0
+    assert experiments.get_entry("cifar100_lt_n150_g20").paper_top1 == 52.9
+    assert experiments.get_entry("stl10_lt_n450_g20").paper_top1 == 75.3
+
+
+def test_each_factory_returns_a_fresh_config():
+    a = experiments.get_experiment("cifar10_lt_n500")
+    a.data.seed = 99
+    assert experiments.get_experiment("cifar10_lt_n500").data.seed == 0
+
+
+def test_unknown_experiment_lists_known():
+    with pytest.raises(experiments.UnknownExperimentError, match="unknown experiment 'cifar10_lt'.*cifar10_lt_n500"):
+        experiments.get_experiment("cifar10_lt")

@@ -1,0 +1,41 @@
+"""daso_tf.training.loop: fit segment planning and algorithm argument selection."""
+
+import pytest
+
+from daso_tf.config import AlgorithmConfig
+from daso_tf.training.loop import algorithm_kwargs, plan_segments
+
+
+@pytest.mark.parametrize("start, total, period, expected", [
+    (0, 1000, 500, [(0, 2, 500)]),
+    (0, 1050, 500, [(0, 2, 500), (1000, 1, 50)]),
+    (130, 1000, 100, [(130, 1, 70), (200, 8, 100)]),
+    (130, 150, 100, [(130, 1, 20)]),
+    (1000, 1000, 100, []),
+    (1200, 1000, 100, []),
+])
+def test_plan_segments(start, total, period, expected):
+    segments = plan_segments(start, total, period)
+    assert segments == expected
+    # Epoch ends cover the range exactly and land on multiples of period (or the end).
+    ends, step = [], start
+    for first, epochs, steps in segments:
+        assert first == step
+        for _ in range(epochs):
+            step += steps
+            ends.append(step)
+    assert step == max(start, total)
+    assert all(e % period == 0 or e == total for e in ends)
+
+
+def test_algorithm_kwargs_selects_what_the_learner_takes():
+    from daso_tf.algorithms import get_algorithm
+
+    config = AlgorithmConfig(dist_temperature=0.3, warmup_steps=7)
+    daso_kwargs, ignored = algorithm_kwargs(get_algorithm("daso"), config)
+    assert daso_kwargs["dist_temperature"] == 0.3 and daso_kwargs["warmup_steps"] == 7
+    assert daso_kwargs["threshold"] == 0.95 and daso_kwargs["ema_decay"] == 0.999
+    assert "learning_rate" not in daso_kwargs and ignored == []
+    fixmatch_kwargs, ignored = algorithm_kwargs(get_algorithm("fixmatch"), config)
+    assert "dist_temperature" not in fixmatch_kwargs and "threshold" in fixmatch_kwargs
+    assert "dist_temperature" in ignored and "warmup_steps" in ignored

@@ -1,0 +1,37 @@
+"""daso_tf.training.results: history, median-20 and the atomically written results.json."""
+
+import json
+
+from daso_tf.config import ExperimentConfig
+from daso_tf.training.results import EvaluationHistory, write_results
+
+
+def _metrics(top1):
+    return {"top1": top1, "top1_la": top1 + 1, "per_class": [top1, top1], "head": top1, "medium": None, "tail": top1}
+
+
+def test_history_median_and_resume_cut(tmp_path):
+    history = EvaluationHistory(median_window=3)
+    for step, top1 in ((10, 50.0), (20, 70.0), (30, 60.0), (40, 90.0)):
+        entry = history.append(step, _metrics(top1 - 5), _metrics(top1))
+    assert entry["test_top1_median"] == 70.0  # median of 70, 60, 90
+    assert history.best("valid") == 85.0
+    config = ExperimentConfig(name="tiny")
+    write_results(str(tmp_path), config=config, history=history, step=40, finished=True, wall_time_s=1.5,
+                  class_names=["a", "b"])
+    payload = json.loads((tmp_path / "results.json").read_text())
+    assert payload["test_top1_median3"] == 70.0 and payload["finished"] is True
+    assert payload["per_class_accuracy"]["test"] == [90.0, 90.0]
+    assert payload["config"]["name"] == "tiny" and payload["wall_time_s"] == 1.5
+    assert [e["step"] for e in payload["history"]] == [10, 20, 30, 40]
+    assert not list(tmp_path.glob("*.tmp-*"))
+    # A run resumed from the step-25 checkpoint recomputes the evaluations after it.
+    resumed = EvaluationHistory.load(str(tmp_path), up_to_step=25, median_window=3)
+    assert [e["step"] for e in resumed.entries] == [10, 20]
+
+
+def test_append_same_step_replaces():
+    history = EvaluationHistory()
+    history.append(10, _metrics(1.0), _metrics(1.0))
+    history.append(10, _metrics(2.0), _metrics(2.0))
+    assert len(history.entries) == 1 and history.median() == 2.0
