@@ -204,6 +204,19 @@ class SemiSupervisedModel(keras.Model):
         own reference schedule, e.g. Supervised, override it)."""
         return reference_sgd()
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras' TF trainer, under any tf.distribute strategy, pulls one batch out of the
+        # training iterator to build the model symbolically (calling it on the whole nested
+        # training tuple) and drops that batch; under MultiWorkerMirroredStrategy it also
+        # fails to reduce the nested batch. This model is built explicitly (build() / fit()),
+        # so only the optimiser may still need its variables.
+        if not self.built:
+            raise ValueError(f"{type(self).__name__} must be built before fit/evaluate: call "
+                             "model.build((None, H, W, 3)) inside the strategy scope.")
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
+
     def compile_from_config(self, config):
         # Our compile() is custom, so Keras will not re-compile a loaded .keras model by
         # itself; do it, then build the optimiser so its saved slots are restored too.

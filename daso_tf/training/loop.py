@@ -125,35 +125,26 @@ def build_model(config, lt_data, strategy):
             **kwargs,
         )
         model.build((None, size, size, 3))
-        _mark_containers_built(model)
         if strategy.num_replicas_in_sync > 1:
             synchronize_batch_norm(model)
-        model.compile(
-            optimizer=reference_sgd(
+        if _has_own_optimizer(algorithm_class):
+            # e.g. Supervised: the reference trains it with its own schedule (LR 0.1, warm-up,
+            # step decay), not the SSL learners' constant 0.03.
+            optimizer = algorithm_class.default_optimizer()
+        else:
+            optimizer = reference_sgd(
                 learning_rate=config.algorithm.learning_rate, momentum=config.algorithm.momentum,
-                nesterov=config.algorithm.nesterov, l2=config.algorithm.weight_decay),
-            jit_compile=config.runtime.jit_compile,
-        )
+                nesterov=config.algorithm.nesterov, l2=config.algorithm.weight_decay)
+        model.compile(optimizer=optimizer, jit_compile=config.runtime.jit_compile)
         model.optimizer.build(model.trainable_variables)
     wrap_train_logs_for_multi_worker(model, strategy)
     return model
 
 
-def _mark_containers_built(model):
-    """Marks sub-models built once every layer inside them is.
+def _has_own_optimizer(algorithm_class):
+    from daso_tf.algorithms import SemiSupervisedModel
 
-    ``SemiSupervisedModel.build`` creates all variables through the networks' parts, which
-    leaves the ClassifierNetwork containers flagged unbuilt; Keras' ``fit`` under a
-    distribution strategy then re-traces ``call`` on a training batch and fails
-    (see /work/notes/REQUESTS-run.md item 3; harmless once the model does it itself).
-    """
-    for layer in model._flatten_layers(include_self=False):
-        if not layer.built and all(sub.built for sub in layer._flatten_layers(include_self=False)):
-            layer.built = True
-    # Keras' TF trainer also pulls one batch in fit() under any strategy and reduces the
-    # nested batch with strategy.reduce, which MultiWorkerMirroredStrategy rejects
-    # (REQUESTS-run.md item 4). The model is fully built here, so that build is a no-op.
-    model._maybe_symbolic_build = lambda *args, **kwargs: None
+    return algorithm_class.default_optimizer.__func__ is not SemiSupervisedModel.default_optimizer.__func__
 
 
 def count_parameters(model):
@@ -369,7 +360,8 @@ class TrainingRun:
             start_step=start_step,
             with_unlabeled_labels=known,
             # e.g. ("weak", "strong", "strong") for ReMixMatch; FixMatch/DASO: weak + strong.
-            unlabeled_views=tuple(getattr(self.model, "unlabeled_views", ("weak", "strong"))),
+            # (Supervised uses none; one weak view keeps the batch structure uniform.)
+            unlabeled_views=tuple(getattr(self.model, "unlabeled_views", ("weak", "strong"))) or ("weak",),
         )
 
     # ---------------------------------------------------------------- eval / export
