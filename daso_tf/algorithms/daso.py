@@ -25,15 +25,13 @@ import keras
 from keras import ops
 
 from daso_tf.algorithms.abc_head import ABC_HEAD, AuxiliaryBalancedClassifierMixin
-from daso_tf.algorithms.base import all_gather
+from daso_tf.algorithms.daso_components import DASOComponentsMixin
 from daso_tf.algorithms.fixmatch import FixMatch
-from daso_tf.layers import PrototypeQueue, PseudoLabelHistogram
-from daso_tf.losses import semantic_alignment_loss
-from daso_tf.pseudo_labels import blend_pseudo_labels, distribution_weights, semantic_probs
+from daso_tf.pseudo_labels import distribution_weights
 
 
 @keras.saving.register_keras_serializable(package="daso_tf")
-class DASO(AuxiliaryBalancedClassifierMixin, FixMatch):
+class DASO(AuxiliaryBalancedClassifierMixin, DASOComponentsMixin, FixMatch):
     """FixMatch with distribution-aware semantic pseudo-labels and semantic alignment.
 
     Args (beyond ``FixMatch``'s):
@@ -63,50 +61,29 @@ class DASO(AuxiliaryBalancedClassifierMixin, FixMatch):
         self.abc = self_abc
         if self.abc:
             self.init_abc(seed)
-        if int(warmup_steps) < 0:
-            raise ValueError(f"warmup_steps must be >= 0; got {warmup_steps}.")
-        for name, value in (("dist_temperature", dist_temperature), ("proto_temperature", proto_temperature)):
-            if float(value) <= 0:
-                raise ValueError(f"{name} must be > 0; got {value}.")
-        self.warmup_steps = int(warmup_steps)
-        self.queue_size = int(queue_size)
-        self.histogram_period = int(histogram_period)
-        self.dist_temperature = float(dist_temperature)
-        self.proto_temperature = float(proto_temperature)
+        self.init_daso(True, warmup_steps, queue_size, histogram_period, dist_temperature,
+                       proto_temperature, total_steps)
         self.lambda_align = float(lambda_align)
-        self.total_steps = None if total_steps is None else int(total_steps)
-        self.histogram = PseudoLabelHistogram(self.num_classes, self.histogram_period, name="histogram")
 
     def build_state(self, feature_dim):
-        self.queue = PrototypeQueue(self.num_classes, feature_dim, self.queue_size, name="queue")
-
-    def daso_active(self, step):
-        return step >= self.warmup_steps
+        self.build_daso_state(feature_dim)
 
     # ---------------------------------------------------------------- spec step 1
     def before_online_forward(self, batch, step):
         features = self.ema_network.features(batch["x_l"], training=True)
-        features = ops.stop_gradient(ops.cast(features, self.queue.variable_dtype))
         if features.shape[-1] is not None and features.shape[-1] != self.queue.feature_dim:
             raise ValueError(
                 f"The backbone returns {features.shape[-1]}-d features but the prototype queue "
                 f"holds {self.queue.feature_dim}-d ones.")
-        self.queue.enqueue(all_gather(features), all_gather(batch["y_l"]))
+        self.daso_enqueue(features, batch["y_l"])
 
     # ---------------------------------------------------------------- spec step 5
     def refine_pseudo_labels(self, linear_probs, parts, step):
-        dtype = linear_probs.dtype
-        prototypes = ops.cast(self.queue.prototypes, dtype)
-        weak_features = ops.stop_gradient(ops.cast(parts["features_w"], dtype))
-        semantic = ops.stop_gradient(semantic_probs(weak_features, prototypes, self.proto_temperature))
-        semantic = ops.cast(semantic, dtype)
-        class_weights = distribution_weights(self.histogram.counts, self.dist_temperature, dtype=dtype)
-        blended = ops.cast(blend_pseudo_labels(linear_probs, semantic, class_weights), dtype)
-        active = self.daso_active(step)
-        pseudo_label_probs = ops.where(active, blended, linear_probs)
-        semantic_labels = ops.where(active, ops.argmax(semantic, axis=-1), -ops.ones_like(ops.argmax(semantic, axis=-1)))
-        return pseudo_label_probs, {"semantic_probs": semantic, "semantic_pseudo_labels": semantic_labels,
-                                    "prototypes": prototypes}
+        semantic = self.daso_semantic_probs(parts["features_w"], linear_probs.dtype)
+        pseudo_label_probs = self.daso_blend(linear_probs, semantic, step)
+        semantic_labels = ops.argmax(semantic, axis=-1)
+        semantic_labels = ops.where(self.daso_active(step), semantic_labels, -ops.ones_like(semantic_labels))
+        return pseudo_label_probs, {"semantic_probs": semantic, "semantic_pseudo_labels": semantic_labels}
 
     def compute_losses(self, batch, parts, step):
         if self.abc:
@@ -115,11 +92,7 @@ class DASO(AuxiliaryBalancedClassifierMixin, FixMatch):
 
     def extra_losses(self, parts, extra_outputs, step):
         dtype = extra_outputs["semantic_probs"].dtype
-        loss_align = semantic_alignment_loss(
-            extra_outputs["semantic_probs"], ops.cast(parts["features_s"], dtype),
-            extra_outputs["prototypes"], self.proto_temperature)
-        loss_align = ops.where(self.daso_active(step), ops.cast(loss_align, dtype), ops.zeros((), dtype))
-        losses = {"loss_align": loss_align}
+        losses = {"loss_align": self.daso_alignment_loss(extra_outputs["semantic_probs"], parts["features_s"], step)}
         if self.abc:
             # ABC's target is blended with the same q and v (spec section 8), after warm-up.
             class_weights = distribution_weights(self.histogram.counts, self.dist_temperature, dtype=dtype)
@@ -137,20 +110,13 @@ class DASO(AuxiliaryBalancedClassifierMixin, FixMatch):
 
     # ---------------------------------------------------------------- spec step 11
     def after_optimizer_step(self, batch, outputs, step):
-        allow_close = True if self.total_steps is None else (step + 1 < self.total_steps)
-        self.histogram.update(all_gather(outputs["pseudo_labels"]), allow_close=allow_close)
+        self.daso_update_histogram(outputs["pseudo_labels"], step)
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "warmup_steps": self.warmup_steps,
-            "queue_size": self.queue_size,
-            "histogram_period": self.histogram_period,
-            "dist_temperature": self.dist_temperature,
-            "proto_temperature": self.proto_temperature,
-            "lambda_align": self.lambda_align,
-            "total_steps": self.total_steps,
-        })
+        config.update(self.daso_config())
+        del config["daso"]  # always on for this learner
+        config["lambda_align"] = self.lambda_align
         if self.abc:  # absent when off, so configs of plain DASO models are unchanged
             config.update({"abc": True, "seed": self.seed})
         return config
