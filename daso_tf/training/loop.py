@@ -159,10 +159,14 @@ def make_eval_datasets(config, lt_data):
                                   ("test", lt_data.test_images, lt_data.test_labels)):
         if len(labels) == 0:
             continue
+        if config.trainer.eval_batches > 0:
+            # A partial evaluation must see every class: the sets are stored class by class,
+            # so take a fixed, seeded sample rather than the first batches.
+            count = min(len(labels), config.trainer.eval_batches * config.trainer.eval_batch_size)
+            keep = np.sort(np.random.RandomState(config.data.seed).permutation(len(labels))[:count])
+            images, labels = np.asarray(images)[keep], np.asarray(labels)[keep]
         dataset = data_lib.eval_stream(images, labels, batch_size=config.trainer.eval_batch_size,
                                        output_size=config.data.image_size)
-        if config.trainer.eval_batches > 0:
-            dataset = dataset.take(config.trainer.eval_batches)
         datasets[split] = dataset
     return datasets
 

@@ -39,3 +39,26 @@ def test_algorithm_kwargs_selects_what_the_learner_takes():
     fixmatch_kwargs, ignored = algorithm_kwargs(get_algorithm("fixmatch"), config)
     assert "dist_temperature" not in fixmatch_kwargs and "threshold" in fixmatch_kwargs
     assert "dist_temperature" in ignored and "warmup_steps" in ignored
+
+
+def test_partial_evaluation_samples_every_class():
+    import types
+
+    import numpy as np
+
+    from daso_tf.config import ExperimentConfig
+    from daso_tf.training.loop import make_eval_datasets
+
+    config = ExperimentConfig()
+    config.trainer.eval_batches, config.trainer.eval_batch_size = 2, 25
+    labels = np.repeat(np.arange(10), 100)  # stored class by class, as the sources do
+    images = np.zeros((1000, 4, 4, 3), np.uint8)
+    config.data.image_size = 4
+    lt_data = types.SimpleNamespace(valid_images=images[:0], valid_labels=labels[:0],
+                                    test_images=images, test_labels=labels)
+    datasets = make_eval_datasets(config, lt_data)
+    seen = np.concatenate([batch_labels.numpy() for _, batch_labels in datasets["test"]])
+    assert len(seen) == 50
+    assert len(set(seen.tolist())) >= 8  # the first 50 stored images would be class 0 only
+    again = np.concatenate([b.numpy() for _, b in make_eval_datasets(config, lt_data)["test"]])
+    np.testing.assert_array_equal(seen, again)  # the same sample at every evaluation
