@@ -74,6 +74,14 @@ class SemiSupervisedModel(keras.Model):
             adjustment and the test-time logit-adjusted metric).
         ema_decay: the EMA decay cap (0.999).
         class_names: optional list of K names, kept for export.
+        augment_on_device: the training batches hold RAW uint8 images,
+            ``((x_l, y_l), (u[, u_true]))`` (``train_stream(..., augment_on_device=True)``),
+            and the train step augments them itself (weak x_l, the learner's
+            ``unlabeled_views`` of u) with ``daso_tf.data.pipeline.augmentation_keys(
+            augment_seed, step)``: on one device exactly the images ``train_stream`` would
+            have made on the host, so runs stay deterministic and resumable; inside an XLA
+            step too, so the host only batches uint8.
+        augment_seed: the data seed of those keys (the stream's ``seed``).
         auxiliary_heads, evaluation_head: set by learners, not users: extra linear heads
             ``[(name, units)]`` of both networks, and the head the networks' ``call`` (hence
             evaluate / predict / export) uses.
@@ -85,7 +93,7 @@ class SemiSupervisedModel(keras.Model):
 
     def __init__(self, backbone, num_classes, normalization=None, labeled_class_counts=None,
                  ema_decay=0.999, class_names=None, auxiliary_heads=None,
-                 evaluation_head="classifier", **kwargs):
+                 evaluation_head="classifier", augment_on_device=False, augment_seed=0, **kwargs):
         super().__init__(**kwargs)
         num_classes = int(num_classes)
         if labeled_class_counts is not None:
@@ -105,6 +113,8 @@ class SemiSupervisedModel(keras.Model):
         self.labeled_class_counts = labeled_class_counts
         self.class_names = class_names
         self.ema_decay = float(ema_decay)
+        self.augment_on_device = bool(augment_on_device)
+        self.augment_seed = int(augment_seed)
         heads = dict(auxiliary_heads=auxiliary_heads, output_head=evaluation_head)
         self.online_network = ClassifierNetwork(
             backbone, num_classes, normalization=normalization, name="online_network", **heads)
@@ -390,8 +400,10 @@ class SemiSupervisedModel(keras.Model):
         The outputs (``pseudo_labels``, ``mask``, ...) are what a replay or a diagnostic
         needs to compare with the reference; ``fit`` only uses the logs.
         """
-        batch = self.unpack_train_batch(data)
         step = ops.convert_to_tensor(self.step)
+        if self.augment_on_device:
+            data = self.augment_raw_batch(data, step)
+        batch = self.unpack_train_batch(data)
         self.before_online_forward(batch, step)
         with tf.GradientTape() as tape:
             losses, outputs = self.forward_and_compute_losses(batch, step)
@@ -412,6 +424,35 @@ class SemiSupervisedModel(keras.Model):
         logs = dict(losses)
         logs["mask"] = ops.mean(ops.cast(outputs["mask"], "float32")) if "mask" in outputs else 0.0
         return logs, outputs
+
+    def augment_raw_batch(self, data, step):
+        """((x_l, y_l), (u[, u_true])) raw uint8 -> ((x_l, y_l), (view_0, ...[, u_true])), the
+        batch ``train_stream`` makes on the host for ``step`` (see ``augment_on_device``)."""
+        from daso_tf.data import augment, pipeline
+
+        unlabeled = data[1] if isinstance(data, (tuple, list)) and len(data) == 2 else ()
+        unlabeled = [tf.convert_to_tensor(t) for t in unlabeled]
+        if len(unlabeled) not in (1, 2) or len(unlabeled[-1].shape) != (4, 1)[len(unlabeled) - 1]:
+            raise ValueError("augment_on_device=True needs batches ((x_labeled, y_labeled), "
+                             "(u_raw,)) or ((x_labeled, y_labeled), (u_raw, u_true)) of raw "
+                             "images: train_stream(..., augment_on_device=True).")
+        x_l, y_l = data[0]
+        views = tuple(self.unlabeled_views) or ("weak",)
+        keys = pipeline.augmentation_keys(self.augment_seed, step, len(views))
+        context = replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            # Each replica holds a slice of the global batch: distinct draws per replica
+            # (deterministic, but not the one-device images).
+            replica = tf.cast(context.replica_id_in_sync_group, tf.int64)
+            keys = tf.stack([tf.random.experimental.stateless_fold_in(key, replica, alg="philox")
+                             for key in tf.unstack(keys)])
+        # XLA needs the static-shape variant of RandAugment (same images, see augment.apply_ops).
+        static_shapes = bool(getattr(self, "jit_compile", False))
+        x_l, u_views = pipeline.augment_batch(
+            x_l, unlabeled[0], keys, views,
+            strong=lambda images, seed: augment.strong_augment(images, seed, static_shapes=static_shapes),
+            output_size=self.image_shape[0])
+        return (x_l, y_l), u_views + tuple(unlabeled[1:])
 
     def update_pseudo_label_diagnostics(self, batch, outputs):
         """Accumulate mask rate and (with u_true) the confusion of the selected pseudo-labels."""
@@ -521,6 +562,8 @@ class SemiSupervisedModel(keras.Model):
             "ema_decay": self.ema_decay,
             "class_names": self.class_names,
         })
+        if self.augment_on_device:  # absent when off: configs of plain models are unchanged
+            config.update({"augment_on_device": True, "augment_seed": self.augment_seed})
         return config
 
     @classmethod

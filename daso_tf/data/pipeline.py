@@ -49,6 +49,32 @@ def _finish(images, output_size):
     return augment.resize(images, output_size)
 
 
+def augmentation_keys(seed, step, num_unlabeled_views=2):
+    """The stateless augmentation seeds of training batch ``step``, [1 + max(2, n), 2]: row 0
+    for the labeled weak view, row 1 + i for unlabeled view i. ``train_stream`` and on-device
+    augmentation (``SemiSupervisedModel(augment_on_device=True)``) both use it, so both draw
+    the same images for the same (seed, step)."""
+    # At least 3 keys, so the default (weak, strong) layout keeps its seeds for any n.
+    augment_seed = _fold(_base_seed(seed), _AUGMENT)
+    return tf.random.split(_fold(augment_seed, step), 1 + max(2, int(num_unlabeled_views)), alg=_ALG)
+
+
+def augment_batch(x_l, u, keys, unlabeled_views=("weak", "strong"), strong=augment.strong_augment,
+                  output_size=None):
+    """Augments one batch of raw uint8 images with ``augmentation_keys``: the weak labeled view
+    and the unlabeled ``unlabeled_views`` (each resized to ``output_size`` if given).
+    Returns ``(x_l, (view_0, ...))``."""
+    keys = tf.unstack(keys)
+
+    def finish(images):
+        return images if output_size is None else _finish(images, output_size)
+
+    x_l = finish(augment.weak_augment(x_l, keys[0]))
+    views = tuple(finish(augment.weak_augment(u, key) if view == "weak" else strong(u, key))
+                  for view, key in zip(unlabeled_views, keys[1:]))
+    return x_l, views
+
+
 def _keras_cv_randaugment():
     import keras_cv
 
@@ -99,7 +125,8 @@ def make_strong_augment(augmentation="reference"):
 
 def train_stream(lt_data, *, labeled_batch_size, unlabeled_ratio, seed,
                  augmentation="reference", augment_size=None, output_size=32, start_step=0,
-                 with_unlabeled_labels=False, unlabeled_views=("weak", "strong")):
+                 with_unlabeled_labels=False, unlabeled_views=("weak", "strong"),
+                 augment_on_device=False):
     """The infinite training stream ``((x_l, y_l), (u_w, u_s[, u_true]))``.
 
     ``unlabeled_views`` names the views of each unlabeled image, in order ("weak" or
@@ -111,6 +138,11 @@ def train_stream(lt_data, *, labeled_batch_size, unlabeled_ratio, seed,
     u_w / u_s: weak / strong views of the same mu*B unlabeled images; u_true int32 (-1 where
     unknown). Images are augmented at ``augment_size`` (default: their stored size; STL-10
     96 px) and then resized to ``output_size`` like PIL's bilinear resize.
+
+    ``augment_on_device=True``: the stream yields the raw images instead,
+    ``((x_l, y_l), (u[, u_true]))`` uint8 (resized to ``augment_size`` if set), for a model
+    built with ``augment_on_device=True`` that augments them inside its train step with the
+    same keys (``augmentation_keys``), so the host only gathers and batches uint8.
     """
     if labeled_batch_size < 1 or unlabeled_ratio < 0:
         raise ValueError(f"labeled_batch_size must be >= 1 and unlabeled_ratio >= 0, got "
@@ -127,7 +159,6 @@ def train_stream(lt_data, *, labeled_batch_size, unlabeled_ratio, seed,
     labeled_labels = tf.convert_to_tensor(lt_data.labeled_labels, tf.int32)
     unlabeled_images = tf.convert_to_tensor(lt_data.unlabeled_images)
     unlabeled_labels = tf.convert_to_tensor(lt_data.unlabeled_labels, tf.int32)
-    augment_seed = _fold(_base_seed(seed), _AUGMENT)
 
     def prepare(images):
         if augment_size is not None:
@@ -135,15 +166,14 @@ def train_stream(lt_data, *, labeled_batch_size, unlabeled_ratio, seed,
         return images
 
     def make_batch(step, labeled_index, unlabeled_index):
-        # Split into at least 3 keys so the default (weak, strong) layout keeps its seeds.
-        keys = tf.unstack(tf.random.split(_fold(augment_seed, step), 1 + max(2, len(views)), alg=_ALG))
         x_l = prepare(tf.gather(labeled_images, labeled_index))
-        x_l = _finish(augment.weak_augment(x_l, keys[0]), output_size)
         y_l = tf.gather(labeled_labels, labeled_index)
         u = prepare(tf.gather(unlabeled_images, unlabeled_index))
-        u_views = tuple(
-            _finish(augment.weak_augment(u, key) if view == "weak" else strong(u, key), output_size)
-            for view, key in zip(views, keys[1:]))
+        if augment_on_device:
+            u_views = (u,)
+        else:
+            x_l, u_views = augment_batch(x_l, u, augmentation_keys(seed, step, len(views)), views,
+                                         strong, output_size)
         if with_unlabeled_labels:
             return (x_l, y_l), u_views + (tf.gather(unlabeled_labels, unlabeled_index),)
         return (x_l, y_l), u_views
