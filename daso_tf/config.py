@@ -24,6 +24,7 @@ UNGUARDED_KEYS = ("data.data_dir",)
 DATASETS = ("cifar10", "cifar100", "stl10")
 DATA_SOURCES = ("tfds", "folder")
 DISTRIBUTION_STRATEGIES = ("default", "mirrored", "multi_worker_mirrored")
+MIXED_PRECISION_CHOICES = ("none", "auto", "mixed_bfloat16", "mixed_float16")
 DTYPE_POLICIES = ("float32", "float64")
 CHECKPOINT_CHOICES = ("latest", "best")
 
@@ -115,8 +116,12 @@ class RuntimeConfig:
 
     distribution_strategy: str = "default"
     virtual_cpu_devices: int = 0  # > 1: split the CPU into N logical devices (tests, debugging)
-    mixed_precision: bool = False
-    jit_compile: bool = False
+    # none | auto (mixed_float16 on GPU, mixed_bfloat16 on CPU) | mixed_bfloat16 | mixed_float16.
+    # Queue, prototypes, EMA, losses and variables stay float32; float16 uses loss scaling.
+    mixed_precision: str = "none"
+    jit_compile: bool = False  # XLA-compile the whole train step (queue/histogram/EMA included)
+    steps_per_execution: int = 1  # train steps per host round trip (intervals must be multiples)
+    augment_on_device: bool = False  # weak/strong augmentation inside the (compiled) train step
     deterministic: bool = False  # tf.config.experimental.enable_op_determinism()
 
 
@@ -198,8 +203,21 @@ class ExperimentConfig:
             raise ConfigError(f"model.depth={self.model.depth}: a Wide ResNet depth is 6n+4 (10, 16, 22, 28, ...)")
         if self.model.backbone != "wide_resnet":
             raise ConfigError(f"model.backbone={self.model.backbone!r}: expected 'wide_resnet'")
-        if self.runtime.mixed_precision and self.model.dtype_policy == "float64":
-            raise ConfigError("runtime.mixed_precision=true cannot be combined with model.dtype_policy=float64")
+        _check_choice("runtime.mixed_precision", self.runtime.mixed_precision, MIXED_PRECISION_CHOICES)
+        if self.runtime.mixed_precision != "none" and self.model.dtype_policy == "float64":
+            raise ConfigError(f"runtime.mixed_precision={self.runtime.mixed_precision} cannot be combined "
+                              "with model.dtype_policy=float64")
+        if self.runtime.augment_on_device and self.data.augmentation != "reference":
+            raise ConfigError(f"runtime.augment_on_device=true runs the reference augmentation on the device; "
+                              f"data.augmentation={self.data.augmentation!r} is host-only")
+        every = self.runtime.steps_per_execution
+        if every < 1:
+            raise ConfigError(f"runtime.steps_per_execution={every}: expected a positive number")
+        for key in ("eval_interval", "checkpoint_interval", "log_interval"):
+            value = getattr(self.trainer, key)
+            if value % every:
+                raise ConfigError(f"trainer.{key}={value} must be a multiple of "
+                                  f"runtime.steps_per_execution={every} (the host sees every {every}th step)")
         return self
 
 

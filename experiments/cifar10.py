@@ -5,7 +5,7 @@ otherwise; 500 validation images per class; N1=500 pairs with M1=4000, N1=1500 w
 M1=3000. Paper numbers: spec/RESULTS.md (median-20 top-1, mean over 3 seeds).
 
 Runtime (every experiment in this file): 250,000 steps of 64 labeled + 2x128 unlabeled
-images; estimated 6-8 h on one A100/H100-class GPU with runtime.mixed_precision=true
+images; estimated 6-8 h on one A100/H100-class GPU with runtime.mixed_precision=auto
 (an estimate from the per-image cost, not a measured full run); days on a CPU.
 """
 

@@ -5,7 +5,7 @@ gamma_l = gamma_u; N1=50 pairs with M1=400, N1=150 with M1=300. Paper numbers:
 spec/RESULTS.md Table 1 (median-20 top-1, mean over 3 seeds).
 
 Runtime (every experiment in this file): 250,000 steps of 64 + 2x128 images; estimated
-6-8 h on one A100/H100-class GPU with runtime.mixed_precision=true (an estimate, not a
+6-8 h on one A100/H100-class GPU with runtime.mixed_precision=auto (an estimate, not a
 measured full run).
 """
 

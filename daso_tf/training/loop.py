@@ -67,9 +67,11 @@ def plan_segments(start_step, total_steps, period):
 def set_precision_policy(config):
     if config.model.dtype_policy == "float64":
         keras.config.set_dtype_policy("float64")
-    elif config.runtime.mixed_precision:
+    elif config.runtime.mixed_precision == "auto":
         gpus = tf.config.list_logical_devices("GPU")
         keras.config.set_dtype_policy("mixed_float16" if gpus else "mixed_bfloat16")
+    elif config.runtime.mixed_precision != "none":
+        keras.config.set_dtype_policy(config.runtime.mixed_precision)
     else:
         keras.config.set_dtype_policy("float32")
 
@@ -122,6 +124,8 @@ def build_model(config, lt_data, strategy):
             normalization=data_lib.NORMALIZATION[config.data.dataset],
             labeled_class_counts=[int(c) for c in lt_data.labeled_counts],
             class_names=list(lt_data.class_names),
+            augment_on_device=config.runtime.augment_on_device,
+            augment_seed=config.data.seed,
             **kwargs,
         )
         model.build((None, size, size, 3))
@@ -135,7 +139,8 @@ def build_model(config, lt_data, strategy):
             optimizer = reference_sgd(
                 learning_rate=config.algorithm.learning_rate, momentum=config.algorithm.momentum,
                 nesterov=config.algorithm.nesterov, l2=config.algorithm.weight_decay)
-        model.compile(optimizer=optimizer, jit_compile=config.runtime.jit_compile)
+        model.compile(optimizer=optimizer, jit_compile=config.runtime.jit_compile,
+                      steps_per_execution=config.runtime.steps_per_execution)
         model.optimizer.build(model.trainable_variables)
     wrap_train_logs_for_multi_worker(model, strategy)
     return model
@@ -366,6 +371,8 @@ class TrainingRun:
             # e.g. ("weak", "strong", "strong") for ReMixMatch; FixMatch/DASO: weak + strong.
             # (Supervised uses none; one weak view keeps the batch structure uniform.)
             unlabeled_views=tuple(getattr(self.model, "unlabeled_views", ("weak", "strong"))) or ("weak",),
+            # raw uint8 batches; the model's train step augments them with the same keys.
+            augment_on_device=self.config.runtime.augment_on_device,
         )
 
     # ---------------------------------------------------------------- eval / export

@@ -286,3 +286,22 @@ def test_unknown_algorithm_lists_known(tmp_path, overrides):
 
     with pytest.raises(Exception, match="algorithm.name='fixmach': expected one of .*daso.*fixmatch"):
         run.resolve_config(EXPERIMENT, overrides + ",algorithm.name=fixmach", model_dir=str(tmp_path / "new"))
+
+
+def test_fast_paths_through_run_py_match_the_plain_run(tmp_path, trained_run, overrides):
+    """XLA + augmentation inside the compiled step + 2 steps per execution: the same training."""
+    reference_dir, _ = trained_run
+    model_dir = tmp_path / "fast"
+    result = run_py(model_dir, overrides + ",runtime.jit_compile=true,runtime.augment_on_device=true,"
+                                           "runtime.steps_per_execution=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "XLA on" in result.stdout
+    # float64; on-device augmentation draws bit-identical images, XLA only reorders reductions.
+    assert_same_state(read_checkpoint(final_checkpoint(model_dir)), read_checkpoint(final_checkpoint(reference_dir)),
+                      atol=1e-6)
+
+
+def test_steps_per_execution_must_divide_the_intervals(tmp_path, overrides):
+    result = run_py(tmp_path / "bad", overrides + ",runtime.steps_per_execution=3")
+    assert result.returncode == 2
+    assert "multiple of runtime.steps_per_execution=3" in result.stderr.strip().splitlines()[-1]
