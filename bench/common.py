@@ -89,8 +89,11 @@ def long_tailed_data(data_config, data="auto"):
                 reverse_unlabeled=data_config.reverse_unlabeled, seed=data_config.seed)
             return lt_data, f"cifar10_jpeg ({CIFAR10_ZIP.name})"
     if data == "cifar10_jpeg":
-        raise FileNotFoundError(f"--data cifar10_jpeg needs {CIFAR10_ZIP} (experiment dataset "
-                                f"{data_config.dataset!r} must be cifar10).")
+        if data_config.dataset != "cifar10":
+            raise ValueError(f"--data cifar10_jpeg needs a cifar10 experiment; this one uses "
+                             f"{data_config.dataset!r} (use --data random).")
+        raise FileNotFoundError(f"--data cifar10_jpeg: {CIFAR10_ZIP} not found (set DASO_SHARED_DIR "
+                                "to the directory holding datasets/cifar10_jpeg.zip).")
     num_classes = {"cifar10": 10, "cifar100": 100, "stl10": 10}[data_config.dataset]
     size = data_config.image_size
     labeled = class_counts(data_config.num_labeled_head, data_config.imbalance_labeled, num_classes)

@@ -55,7 +55,7 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=10, help="timed steps")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls first (tracing, XLA)")
     parser.add_argument("--input_batches", type=int, default=None,
-                        help="batches pulled to time the stream alone (default: max(steps, 10); 0: skip)")
+                        help="batches pulled to time the stream alone (default: max(steps, 20); 0: skip)")
     parser.add_argument("--intra_op_threads", type=int, default=0, help="0: TensorFlow's default")
     parser.add_argument("--inter_op_threads", type=int, default=0, help="0: TensorFlow's default")
     parser.add_argument("--data", default="auto", choices=("auto", "cifar10_jpeg", "random"))
@@ -71,11 +71,12 @@ def parse_args(argv=None):
     if (args.depth - 4) % 6:
         parser.error(f"--depth {args.depth}: a Wide ResNet depth is 6n+4 (10, 16, 22, 28, ...).")
     if args.input_batches is None:
-        args.input_batches = max(args.steps, 10)
+        args.input_batches = max(args.steps, 20)
     return args
 
 
 def experiment_config(args):
+    """The experiment's config with the benchmark's model, batch and runtime settings."""
     from experiments.registry import get_experiment
 
     config = get_experiment(args.experiment)
@@ -84,31 +85,26 @@ def experiment_config(args):
     config.model.depth, config.model.width = args.depth, args.width
     config.data.labeled_batch_size, config.data.unlabeled_ratio = args.batch, args.ratio
     config.data.seed = args.seed
-    config.runtime.jit_compile = bool(args.jit_compile)
+    runtime = config.runtime
+    runtime.jit_compile = bool(args.jit_compile)
+    runtime.mixed_precision = "none" if args.precision == "float32" else args.precision
+    runtime.steps_per_execution = args.steps_per_execution
+    runtime.augment_on_device = bool(args.augment_on_device)
+    every = args.steps_per_execution  # run.py wants intervals that are multiples of it
+    for key in ("eval_interval", "checkpoint_interval", "log_interval"):
+        setattr(config.trainer, key, every * math.ceil(getattr(config.trainer, key) / every))
     return config.validate()
 
 
-def build_model(config, lt_data, args):
-    """The learner exactly as run.py builds it, recompiled with steps_per_execution."""
-    import keras
+def build_model(config, lt_data):
+    """The learner exactly as run.py builds and compiles it (precision policy included)."""
     import tensorflow as tf
 
     from daso_tf.training.loop import build_model as build_training_model
+    from daso_tf.training.loop import set_precision_policy
 
-    keras.config.set_dtype_policy(args.precision)
-    model = build_training_model(config, lt_data, tf.distribute.get_strategy())
-    if args.augment_on_device:
-        if not hasattr(model, "augment_on_device"):
-            raise SystemExit("--augment_on_device 1 needs the model's augment_on_device option "
-                             "(see /work/notes/REQUESTS-perf.md); this checkout lacks it.")
-        # Set before the train function is traced, which is when the option is read.
-        model.augment_on_device, model.augment_seed = True, config.data.seed
-    # compile() keeps the optimiser (already wrapped in a LossScaleOptimizer under
-    # mixed_float16 by Keras' auto_scale_loss) and its built slots.
-    model.compile(optimizer=model.optimizer, jit_compile=bool(args.jit_compile),
-                  steps_per_execution=args.steps_per_execution)
-    model.optimizer.build(model.trainable_variables)
-    return model
+    set_precision_policy(config)
+    return build_training_model(config, lt_data, tf.distribute.get_strategy())
 
 
 def train_stream(config, lt_data, model, augment_on_device):
@@ -118,9 +114,7 @@ def train_stream(config, lt_data, model, augment_on_device):
                   unlabeled_ratio=config.data.unlabeled_ratio, seed=config.data.seed,
                   augmentation=config.data.augmentation, output_size=config.data.image_size,
                   unlabeled_views=tuple(getattr(model, "unlabeled_views", ("weak", "strong"))) or ("weak",))
-    if augment_on_device:
-        kwargs["augment_on_device"] = True
-    return make_stream(lt_data, **kwargs)
+    return make_stream(lt_data, augment_on_device=augment_on_device, **kwargs)
 
 
 def time_calls(train_function, iterator, calls, warmup, steps_per_execution):
@@ -138,10 +132,10 @@ def time_calls(train_function, iterator, calls, warmup, steps_per_execution):
 
 
 def stream_images_per_second(dataset, batches, images_per_step):
-    iterator = iter(dataset)
-    for _ in range(2):  # tracing and the first prefetch are not throughput
-        next(iterator)
+    # Timed from the iterator's creation (the map functions were traced when the dataset was
+    # built), as bench.input_pipeline does: nothing is computed ahead of the clock.
     start = time.perf_counter()
+    iterator = iter(dataset)
     for _ in range(batches):
         next(iterator)
     return batches * images_per_step / (time.perf_counter() - start)
@@ -154,12 +148,12 @@ def run(args):
 
     config = experiment_config(args)
     lt_data, data_origin = common.long_tailed_data(config.data, args.data)
-    model = build_model(config, lt_data, args)
+    model = build_model(config, lt_data)
     model.make_train_function()
     train_function = model.train_function
     images_per_step = args.batch * (1 + 2 * args.ratio)
     calls = math.ceil(args.steps / args.steps_per_execution)
-    dataset = train_stream(config, lt_data, model, args.augment_on_device)
+    dataset = train_stream(config, lt_data, model, config.runtime.augment_on_device)
 
     result = {
         "benchmark": "train_step",
