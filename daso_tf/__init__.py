@@ -4,7 +4,7 @@ The public names are imported lazily, so that ``import daso_tf.config`` (and run
 flag checking) does not pay for importing TensorFlow.
 """
 
-import importlib
+from daso_tf._lazy import lazy_getattr
 
 _PUBLIC = {
     "DASO": "daso_tf.algorithms",
@@ -28,12 +28,7 @@ _PUBLIC = {
 __all__ = sorted(_PUBLIC)
 
 
-def __getattr__(name):
-    if name in _PUBLIC:
-        value = getattr(importlib.import_module(_PUBLIC[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'daso_tf' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _PUBLIC, globals())
 
 
 def __dir__():

@@ -18,6 +18,8 @@ computation (gathers + ``assign``), so it runs inside ``tf.function`` and XLA.
 import keras
 import tensorflow as tf
 
+from daso_tf._validation import positive_int
+
 
 class PrototypeQueue(keras.layers.Layer):
     """Per-class FIFO queues of features and their mean prototypes.
@@ -44,9 +46,9 @@ class PrototypeQueue(keras.layers.Layer):
 
     def __init__(self, num_classes, feature_dim, size, **kwargs):
         super().__init__(**kwargs)
-        self.num_classes = _positive_int(num_classes, "num_classes")
-        self.feature_dim = _positive_int(feature_dim, "feature_dim")
-        self.size = _positive_int(size, "size")
+        self.num_classes = positive_int(num_classes, "num_classes", "PrototypeQueue")
+        self.feature_dim = positive_int(feature_dim, "feature_dim", "PrototypeQueue")
+        self.size = positive_int(size, "size", "PrototypeQueue")
         self.build()
 
     def build(self, input_shape=None):
@@ -153,13 +155,3 @@ class PrototypeQueue(keras.layers.Layer):
             num_classes=self.num_classes, feature_dim=self.feature_dim, size=self.size
         )
         return config
-
-
-def _positive_int(value, name):
-    try:
-        as_int = int(value)
-    except (TypeError, ValueError):
-        as_int = None
-    if as_int is None or as_int != value or as_int < 1:
-        raise ValueError(f"PrototypeQueue: `{name}` must be a positive integer, got {value!r}.")
-    return as_int

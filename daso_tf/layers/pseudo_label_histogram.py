@@ -14,6 +14,8 @@ all-gathered pseudo-labels under a distribution strategy), updated functionally.
 import keras
 import tensorflow as tf
 
+from daso_tf._validation import positive_int
+
 
 class PseudoLabelHistogram(keras.layers.Layer):
     """Counts pseudo-labels over tumbling windows of ``period`` updates.
@@ -34,8 +36,8 @@ class PseudoLabelHistogram(keras.layers.Layer):
 
     def __init__(self, num_classes, period, **kwargs):
         super().__init__(**kwargs)
-        self.num_classes = _positive_int(num_classes, "num_classes")
-        self.period = _positive_int(period, "period")
+        self.num_classes = positive_int(num_classes, "num_classes", "PseudoLabelHistogram")
+        self.period = positive_int(period, "period", "PseudoLabelHistogram")
         self.build()
 
     def build(self, input_shape=None):
@@ -99,15 +101,3 @@ class PseudoLabelHistogram(keras.layers.Layer):
         config = super().get_config()
         config.update(num_classes=self.num_classes, period=self.period)
         return config
-
-
-def _positive_int(value, name):
-    try:
-        as_int = int(value)
-    except (TypeError, ValueError):
-        as_int = None
-    if as_int is None or as_int != value or as_int < 1:
-        raise ValueError(
-            f"PseudoLabelHistogram: `{name}` must be a positive integer, got {value!r}."
-        )
-    return as_int

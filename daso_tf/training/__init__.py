@@ -4,7 +4,7 @@ Names are imported lazily so that run.py can check flags and model_dir (model_di
 without importing TensorFlow.
 """
 
-import importlib
+from daso_tf._lazy import lazy_getattr
 
 _PUBLIC = {
     "CheckpointManager": "daso_tf.training.checkpoints",
@@ -22,9 +22,4 @@ _PUBLIC = {
 __all__ = sorted(_PUBLIC)
 
 
-def __getattr__(name):
-    if name in _PUBLIC:
-        value = getattr(importlib.import_module(_PUBLIC[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'daso_tf.training' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _PUBLIC, globals())
