@@ -203,7 +203,7 @@ def _free_ports(count):
     return ports
 
 
-def test_multi_worker_mirrored_two_local_workers(tmp_path, overrides):
+def test_multi_worker_mirrored_two_local_workers(tmp_path, trained_run, overrides):
     model_dir = tmp_path / "multi_worker"
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     tiny = overrides.replace("trainer.train_steps=8", "trainer.train_steps=4")
@@ -223,6 +223,10 @@ def test_multi_worker_mirrored_two_local_workers(tmp_path, overrides):
     assert not [p for p in (model_dir / "checkpoints").iterdir() if p.name.startswith(".")]  # no worker scratch
     assert "2 replica(s)" in outputs[0][0] and "done: step 4" in outputs[0][0]
     assert "done:" not in outputs[1][0]  # the non-chief worker stays quiet
+    # Two workers train like one device on the same global batches (float64; measured ~1e-14).
+    reference_dir, _ = trained_run
+    assert_same_state(read_checkpoint(final_checkpoint(model_dir, 4)),
+                      read_checkpoint(final_checkpoint(reference_dir, 4)), atol=1e-9)
 
 
 def test_eval_mode_reuses_the_run_settings(trained_run):
