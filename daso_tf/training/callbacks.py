@@ -99,7 +99,9 @@ class TrainingSummaries(keras.callbacks.Callback):
 
     Writes losses, mask rate, learning rate, the pseudo-label histogram m and class weights
     v (DASO), and per-class pseudo-label precision/recall when the learner provides
-    ``pseudo_label_diagnostics()``. Summing happens on device (no per-step host sync).
+    ``pseudo_label_diagnostics()``. Keras hands callbacks Python floats (it converts the
+    logs once per execution), so the window is summed on the host; use
+    ``runtime.steps_per_execution`` > 1 to make that round trip less frequent.
     """
 
     def __init__(self, clock, writer, log_interval, class_names):
@@ -114,9 +116,8 @@ class TrainingSummaries(keras.callbacks.Callback):
         logs = logs or {}
         if self._keys is None:
             self._keys = [k for k in TRAIN_SCALARS if k in logs]
-            self._sums = tf.Variable(tf.zeros([len(self._keys)], tf.float64), trainable=False)
-        if self._keys:
-            self._sums.assign_add(tf.cast(tf.stack([tf.cast(logs[k], tf.float64) for k in self._keys]), tf.float64))
+            self._sums = np.zeros(len(self._keys), np.float64)
+        self._sums += [float(logs[k]) for k in self._keys]
         self._count += 1
         if self.clock.step % self.log_interval == 0:
             self.flush()
@@ -127,8 +128,8 @@ class TrainingSummaries(keras.callbacks.Callback):
 
     def flush(self):
         step = self.clock.step
-        means = self._sums.numpy() / self._count if self._keys else []
-        self._sums.assign(tf.zeros_like(self._sums))
+        means = self._sums / self._count if self._keys else []
+        self._sums = np.zeros(len(self._keys or ()), np.float64)
         self._count = 0
         with self.writer.as_default(step=step):
             for key, value in zip(self._keys, means):
