@@ -14,6 +14,8 @@ import typing
 
 import yaml
 
+from daso_tf.provenance import PROVENANCE_KEY, provenance
+
 # Sections whose keys define what is being trained: changing one would silently mix two
 # different experiments in one model_dir, so a resume with a different value is refused.
 # trainer/runtime/export keys may change between runs of the same model_dir.
@@ -386,6 +388,7 @@ def parse_overrides(text):
 
 
 def load_yaml_overrides(path):
+    """The config keys of a YAML file (the ``provenance`` record of a params.yaml is skipped)."""
     try:
         with open(path) as f:
             values = yaml.safe_load(f)
@@ -398,6 +401,7 @@ def load_yaml_overrides(path):
         return {}
     if not isinstance(values, dict):
         raise ConfigError(f"params file {path}: expected a mapping of config sections, got {type(values).__name__}")
+    values = {key: value for key, value in values.items() if key != PROVENANCE_KEY}
     return flatten(values)
 
 
@@ -412,11 +416,16 @@ def params_path(model_dir):
 
 
 def write_params(config, model_dir):
-    """Writes ``<model_dir>/params.yaml`` atomically (temp file + rename)."""
+    """Writes ``<model_dir>/params.yaml`` atomically (temp file + rename).
+
+    Besides the config it records what wrote it (``provenance``: daso_tf version, git commit,
+    TF/Keras versions), which is metadata: reading the file back ignores it.
+    """
     path = params_path(model_dir)
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w") as f:
-        yaml.safe_dump(config.to_dict(), f, sort_keys=False, default_flow_style=False)
+        yaml.safe_dump({**config.to_dict(), PROVENANCE_KEY: provenance()}, f, sort_keys=False,
+                       default_flow_style=False)
     os.replace(tmp, path)
     return path
 

@@ -273,18 +273,14 @@ class SemiSupervisedModel(keras.Model):
         """Export the EMA network for TF Serving: ``<export_dir>/<model_name>/<version>/``.
 
         uint8 images of any size in (resized to the training resolution inside), probabilities,
-        class ids and class names out; see ``export.export_saved_model``. Returns the version
+        class ids and class names out; see ``daso_tf.serving.export_saved_model``. Returns the version
         directory. (This replaces ``keras.Model.export``: the serving layout is the export a
         trained learner needs.)
         """
         if not self.built:
             raise ValueError(f"{type(self).__name__} must be built (trained or restored) before export().")
-        try:
-            from export import export_saved_model
-        except ImportError as error:
-            raise ImportError(
-                "model.export() uses the `export` package of the daso_tf checkout; run from the "
-                "repository root or put it on PYTHONPATH.") from error
+        from daso_tf.serving import export_saved_model
+
         names = class_names or self.class_names or [str(k) for k in range(self.num_classes)]
         return export_saved_model(self, export_dir, model_name=model_name, version=version,
                                   class_names=names, image_size=self.image_shape[:2],

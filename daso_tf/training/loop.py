@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from daso_tf.config import write_params
+from daso_tf.provenance import provenance
 from daso_tf.training import callbacks as callbacks_lib
 from daso_tf.training.checkpoints import CheckpointManager
 from daso_tf.training.distribute import (check_divisible, input_pipeline_for_replicas, is_chief,
@@ -200,9 +201,12 @@ def startup_summary(config, model_dir, mode, strategy, lt_data, model, start_ste
     devices = ", ".join(d.name.replace("/job:localhost/replica:0/task:0/device:", "")
                         for d in tf.config.list_logical_devices() if d.device_type in ("CPU", "GPU"))
     task_type, task_id = task_info()
+    code = provenance()
+    commit = f", commit {code['git_commit'][:12]}{'+changes' if code['git_dirty'] else ''}" if code["git_commit"] else ""
     lines = [
         "=" * 78,
         f"experiment {config.name}   mode {mode}   model_dir {model_dir}",
+        f"code       daso_tf {code['daso_tf']}{commit}; TensorFlow {code['tensorflow']}, Keras {code['keras']}",
         f"data       {config.data.dataset} (source {config.data.source}"
         f"{', ' + config.data.data_dir if config.data.data_dir else ''}), seed {config.data.seed}, "
         f"batch {config.data.labeled_batch_size} labeled + {config.data.unlabeled_ratio}x"
@@ -402,7 +406,7 @@ class TrainingRun:
             if step is None:
                 raise FileNotFoundError(f"no checkpoint in {self.checkpoints.directory}")
             path = self.checkpoints.path_for(step)
-        from export import export_saved_model
+        from daso_tf.serving import export_saved_model
 
         export_dir = export_config.export_dir or os.path.join(self.model_dir, "export")
         size = self.config.data.image_size

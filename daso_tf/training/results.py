@@ -9,6 +9,7 @@ are recomputed identically by the resumed run.
 import json
 import os
 
+from daso_tf.provenance import provenance
 from daso_tf.training.evaluation import running_median
 
 RESULTS_FILE = "results.json"
@@ -91,6 +92,7 @@ def results_payload(*, config, history, step, finished, wall_time_s, class_names
         },
         "history": history.entries,
         "config": config.to_dict(),
+        "provenance": provenance(),
         "wall_time_s": float(wall_time_s),
     }
 

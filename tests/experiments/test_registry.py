@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-import experiments
+from daso_tf import experiments
 from daso_tf.data.splits import class_counts
 
 PAPER_SETTINGS = [

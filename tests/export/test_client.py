@@ -11,8 +11,8 @@ from google.protobuf import json_format
 from PIL import Image
 from tensorflow_serving.apis import predict_pb2
 
-from export import BYTES_SIGNATURE, SERVING_SIGNATURE
-from export import client
+from daso_tf.serving import BYTES_SIGNATURE, SERVING_SIGNATURE
+from daso_tf.serving import client
 
 
 @pytest.fixture(scope="module")

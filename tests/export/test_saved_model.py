@@ -13,9 +13,9 @@ from google.protobuf import text_format
 from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-import export.saved_model as saved_model_module
-from export import BYTES_SIGNATURE, SERVING_SIGNATURE, export_saved_model, next_version
-from export import write_models_config
+import daso_tf.serving.saved_model as saved_model_module
+from daso_tf.serving import BYTES_SIGNATURE, SERVING_SIGNATURE, export_saved_model, next_version
+from daso_tf.serving import write_models_config
 
 from export_test_utils import (
     CLASS_NAMES,

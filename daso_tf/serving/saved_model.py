@@ -6,6 +6,7 @@ Layout written (what TF Serving scans for)::
     <export_dir>/<model_name>/<version>/saved_model.pb
                                        /variables/...
                                        /assets.extra/tf_serving_warmup_requests
+                                       /assets.extra/daso_tf.json  (classes, provenance)
 
 Signatures:
     serving_default       images uint8 [None, None, None, 3] (any H, W)
@@ -18,6 +19,7 @@ interpolation and half-pixel centres (no antialiasing); at the training size tha
 the identity, so such inputs reach the network unchanged.
 """
 
+import json
 import os
 import pathlib
 import re
@@ -35,6 +37,8 @@ IMAGES_INPUT = "images"
 BYTES_INPUT = "image_bytes"
 OUTPUT_KEYS = ("probabilities", "class_ids", "class_names")
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+# What produced the export (daso_tf version, git commit, TF/Keras) and what it serves.
+METADATA_FILE = os.path.join("assets.extra", "daso_tf.json")
 MODELS_CONFIG_FILE = "models.config"
 
 _MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -101,6 +105,8 @@ def export_saved_model(
     try:
         _write_saved_model(network, temp_dir, class_names=class_names, image_size=image_size)
         _write_warmup_requests(temp_dir, model_name=model_name, image_size=image_size)
+        _write_metadata(temp_dir, model_name=model_name, version=version, class_names=class_names,
+                        image_size=image_size)
         write_models_config(export_dir, model_name)
         _move_into_place(temp_dir, version_dir, overwrite=overwrite)
     except BaseException:
@@ -288,9 +294,32 @@ def _write_saved_model(network, path, *, class_names, image_size):
     archive.write_out(str(path), verbose=False)
 
 
+def _write_metadata(version_dir, *, model_name, version, class_names, image_size):
+    from daso_tf.provenance import provenance
+
+    metadata = {
+        "model_name": model_name,
+        "version": int(version),
+        "class_names": list(class_names),
+        "image_size": list(image_size),
+        "signatures": {SERVING_SIGNATURE: IMAGES_INPUT, BYTES_SIGNATURE: BYTES_INPUT},
+        "provenance": provenance(),
+    }
+    path = pathlib.Path(version_dir) / METADATA_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metadata, indent=2))  # inside the temporary version dir
+
+
 def _write_warmup_requests(version_dir, *, model_name, image_size):
-    """One PredictionLog per signature, replayed by TF Serving when it loads the version."""
-    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+    """One PredictionLog per signature, replayed by TF Serving when it loads the version.
+
+    Needs tensorflow-serving-api (``pip install daso-tf[serving]``); without it the version is
+    exported without warm-up requests (TF Serving then warms up on the first requests).
+    """
+    try:
+        from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+    except ImportError:
+        return
 
     black = np.zeros((1, *image_size, 3), np.uint8)
     png = tf.io.encode_png(black[0]).numpy()

@@ -10,7 +10,7 @@ images; estimated 6-8 h on one A100/H100-class GPU with runtime.mixed_precision=
 """
 
 from daso_tf.config import AlgorithmConfig, DataConfig, ExperimentConfig
-from experiments.registry import register
+from daso_tf.experiments.registry import register
 
 CIFAR10_VALID_PER_CLASS = 500
 MATCHED_DIST_TEMPERATURE = 1.5  # gamma_l == gamma_u
