@@ -17,6 +17,7 @@ import dataclasses
 import difflib
 import math
 import os
+import re
 import typing
 
 import yaml
@@ -60,7 +61,7 @@ class Allowed:
     low_open: bool = False
     high_open: bool = False
     choices: typing.Optional[tuple] = None
-    pattern: typing.Optional[typing.Pattern] = None
+    pattern: typing.Optional[re.Pattern] = None
     pattern_text: str = ""
     special: typing.Optional[float] = None
     special_when: typing.Optional[tuple] = None
@@ -68,8 +69,8 @@ class Allowed:
 
     def admits(self, value, flat):
         if self.special is not None and value == self.special:
-            key, required = self.special_when
-            return flat.get(key) == required
+            other_key, required = self.special_when
+            return flat.get(other_key) == required
         if self.choices is not None:
             return value in self.choices
         if self.pattern is not None:
@@ -94,8 +95,8 @@ class Allowed:
         else:
             text = kind
         if self.special is not None:
-            key, required = self.special_when
-            text += f", or {_number(self.special)} ({self.special_text}) with {key}={required}"
+            other_key, required = self.special_when
+            text += f", or {_number(self.special)} ({self.special_text}) with {other_key}={required}"
         return text
 
 
@@ -135,8 +136,6 @@ WHOLE_EXTRA_SPLIT_ON_STL10 = dict(special=WHOLE_EXTRA_SPLIT, special_when=("data
 
 def option(default, allowed=None):
     """A config field whose value must satisfy ``allowed`` (None: any value of its type)."""
-    if isinstance(default, (list, dict)):
-        raise TypeError("config defaults are scalars")
     return dataclasses.field(default=default, metadata={"allowed": allowed})
 
 
@@ -540,6 +539,11 @@ def read_params(model_dir):
     return config
 
 
+def is_guarded(name):
+    """Whether a resumed run must keep the value of key ``name`` (see GUARDED_SECTIONS)."""
+    return name.split(".", 1)[0] in GUARDED_SECTIONS and name not in UNGUARDED_KEYS
+
+
 def guarded_differences(stored, requested):
     """Data/model/algorithm keys whose values differ: ``[(key, stored, requested)]``.
 
@@ -549,20 +553,20 @@ def guarded_differences(stored, requested):
     old, new = stored.flat(), requested.flat()
     differences = []
     for name in sorted(new):
-        guarded = name.split(".", 1)[0] in GUARDED_SECTIONS and name not in UNGUARDED_KEYS
-        if guarded and new[name] is not None and old.get(name) != new[name]:
+        if is_guarded(name) and new[name] is not None and old.get(name) != new[name]:
             differences.append((name, old.get(name), new[name]))
     return differences
 
 
 def fill_unset(config, stored):
-    """Gives every unset (None) key of ``config`` the value ``stored`` has (in place).
+    """Gives every unset (None) data/model/algorithm key of ``config`` the value ``stored``
+    has (in place).
 
     A re-run that leaves an algorithm key unset continues with the run's value; params.yaml
     files written before the algorithm keys became optional hold every value explicitly.
     """
     for name, value in stored.flat().items():
-        if value is not None and get_value(config, name) is None:
+        if is_guarded(name) and value is not None and get_value(config, name) is None:
             set_value(config, name, value)
     return config
 

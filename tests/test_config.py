@@ -187,6 +187,9 @@ def test_unset_keys_keep_the_stored_value_and_are_no_difference(tmp_path):
     fill_unset(requested, stored)
     assert (requested.algorithm.threshold, requested.algorithm.warmup_steps) == (0.95, 5000)
     assert requested.algorithm.lambda_u is None  # unset in both
+    stored.data.data_dir, stored.export.version = "/old/mount", 3
+    assert fill_unset(ExperimentConfig(), stored).data.data_dir is None  # may change on resume: not filled
+    assert fill_unset(ExperimentConfig(), stored).export.version is None
     # a value that is set must match
     changed = apply_overrides(ExperimentConfig(name="x"), {"algorithm.threshold": "0.9"})
     assert guarded_differences(stored, changed) == [("algorithm.threshold", 0.95, 0.9)]
