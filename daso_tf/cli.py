@@ -42,38 +42,42 @@ def resolve_config(experiment, params_override="", export_dir=None, model_dir=No
     """(config, model_dir): the experiment's config with overrides applied, checked against model_dir.
 
     For eval/export the stored params.yaml is the base (so the command needs no overrides).
+    Every value is checked before anything is created in model_dir: the config's own
+    constraints (no TensorFlow needed), the data, then the learner's keys. An algorithm key
+    the user changed (an override that differs from what the experiment, or the run being
+    resumed, has) that the chosen learner does not take is refused.
     """
-    from daso_tf.config import apply_overrides, parse_overrides
-    from daso_tf.training.model_dir import check_data_source, check_model_dir, load_run_config
     from daso_tf import experiments
+    from daso_tf.config import apply_overrides, changed_keys, fill_unset, parse_overrides
+    from daso_tf.training.learner_arguments import check_learner_keys
+    from daso_tf.training.model_dir import check_data_source, check_model_dir, check_stored_run, load_run_config
 
     config = experiments.get_experiment(experiment)
     overrides = parse_overrides(params_override)
     if export_dir:
         overrides["export.export_dir"] = export_dir
     model_dir = model_dir or os.path.join("runs", experiment)
+    user_keys = ()
     if mode in ("eval", "export"):
         config = load_run_config(model_dir, overrides, mode)
     else:
         apply_overrides(config, overrides)
         config.validate()
-        check_model_dir(config, model_dir, mode)
-    check_algorithm(config.algorithm.name)
+        stored = check_stored_run(config, model_dir, mode)
+        if stored is not None:
+            fill_unset(config, stored).validate()  # a key left unset keeps the run's value
+        user_keys = changed_keys(config, overrides, experiments.get_experiment(experiment), stored)
     check_data_source(config.data)
+    check_learner_keys(config, user_keys)  # imports the learners (TensorFlow): after the cheap checks
+    if mode not in ("eval", "export"):
+        check_model_dir(config, model_dir, mode)  # creates model_dir: after every other check
     return config, model_dir
-
-
-def check_algorithm(name):
-    from daso_tf.algorithms import ALGORITHMS
-    from daso_tf.config import ConfigError
-
-    if name not in ALGORITHMS:
-        raise ConfigError(f"algorithm.name={name!r}: expected one of {', '.join(sorted(ALGORITHMS))}")
 
 
 def program_name():
     """How the user invoked us: ``run.py`` in a checkout, ``daso-tf`` when installed."""
-    return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "daso-tf"
+    invoked = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "daso-tf" if invoked == "daso-tf" else "run.py"
 
 
 def bad_input(message):

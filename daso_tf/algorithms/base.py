@@ -20,6 +20,8 @@ held in Keras variables, so ``tf.train.Checkpoint(model=..., optimizer=...)`` an
 ``.keras`` format save all of it.
 """
 
+import inspect
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -90,6 +92,14 @@ class SemiSupervisedModel(keras.Model):
     # What the learner's reference feeds it as unlabeled views, in order (the data
     # pipeline's standard layout is ("weak", "strong")). See select_unlabeled_views.
     unlabeled_views = ("weak", "strong")
+
+    # Constructor arguments that are not hyper-parameters: what the data and the program
+    # supply, and the heads learners set themselves. Every other constructor argument of a
+    # learner (and of its bases) is a hyper-parameter: its default is the reference value,
+    # get_config() records it, and run.py takes it as ``algorithm.<name>``.
+    NOT_HYPERPARAMETERS = ("backbone", "num_classes", "normalization", "labeled_class_counts",
+                           "class_names", "augment_on_device", "augment_seed",
+                           "auxiliary_heads", "evaluation_head")
 
     def __init__(self, backbone, num_classes, normalization=None, labeled_class_counts=None,
                  ema_decay=0.999, class_names=None, auxiliary_heads=None,
@@ -209,10 +219,34 @@ class SemiSupervisedModel(keras.Model):
         super().compile(optimizer=self.default_optimizer() if optimizer is None else optimizer, **kwargs)
 
     @classmethod
-    def default_optimizer(cls):
-        """The optimiser ``compile()`` uses by default (the reference SGD; learners with their
-        own reference schedule, e.g. Supervised, override it)."""
-        return reference_sgd()
+    def hyperparameters(cls):
+        """``{name: reference default}`` of the learner's hyper-parameters: its constructor
+        arguments and those of its bases up to this class, less ``NOT_HYPERPARAMETERS``
+        (the most derived class's default wins)."""
+        defaults = {}
+        mro = cls.__mro__
+        for klass in reversed(mro[:mro.index(SemiSupervisedModel) + 1]):
+            if "__init__" not in vars(klass):
+                continue
+            for parameter in list(inspect.signature(klass.__init__).parameters.values())[1:]:
+                if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
+                    defaults[parameter.name] = parameter.default
+        return {name: value for name, value in defaults.items() if name not in cls.NOT_HYPERPARAMETERS}
+
+    @classmethod
+    def default_optimizer(cls, learning_rate=None, momentum=None, nesterov=None, weight_decay=None,
+                          total_steps=None):
+        """The learner's reference optimiser, which ``compile()`` uses by default.
+
+        Here the reference SGD (``daso_tf.optimizers.reference_sgd``: constant learning rate
+        0.03, Nesterov momentum 0.9, coupled L2 5e-4); a learner with another reference
+        optimiser overrides this (e.g. Supervised's schedule). Arguments that are not None
+        replace the reference values (``weight_decay`` is the coupled L2 coefficient);
+        ``total_steps`` is the run's length, for learners whose schedule depends on it.
+        """
+        del total_steps  # a constant learning rate
+        overrides = dict(learning_rate=learning_rate, momentum=momentum, nesterov=nesterov, l2=weight_decay)
+        return reference_sgd(**{name: value for name, value in overrides.items() if value is not None})
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras' TF trainer, under any tf.distribute strategy, pulls one batch out of the

@@ -13,6 +13,8 @@ NORMALIZATION = {
     "stl10": ((0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)),
 }
 TFDS_DATASETS = {"cifar10": "cifar10", "cifar100": "cifar100", "stl10": "stl10"}
+# (classes, images per class) of the TFDS train splits (all class-balanced).
+TFDS_TRAIN_IMAGES_PER_CLASS = {"cifar10": (10, 5000), "cifar100": (100, 500), "stl10": (10, 500)}
 SOURCES = ("tfds", "folder", "numpy")
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".tif", ".tiff", ".webp"}
 
@@ -154,14 +156,16 @@ def _class_folders(root, split):
     return classes
 
 
-def load_image_folder(root, workers=None):
-    """Reads ``root/train/<class>/*``, ``root/test/<class>/*`` and, if present,
-    ``root/unlabeled/**`` (any depth) into a SourceArrays; labels index the sorted class
-    folder names, which must be the same under train/ and test/."""
+def image_folder_layout(root):
+    """The image files of ``root/train/<class>/*`` and ``root/test/<class>/*``, listed, not read.
+
+    Returns ``(class_names, {"train": [[paths of class 0], ...], "test": [...]})``; raises
+    (naming the folder) when ``root``, train/ or test/ is missing, a class folder is empty,
+    or the class folders differ between train/ and test/.
+    """
     root = pathlib.Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"Image-folder root {root} does not exist.")
-    workers = workers or min(16, (os.cpu_count() or 1) * 4)
     train_classes = _class_folders(root, "train")
     test_classes = _class_folders(root, "test")
     if train_classes != test_classes:
@@ -169,21 +173,50 @@ def load_image_folder(root, workers=None):
         only_test = sorted(set(test_classes) - set(train_classes))
         raise ValueError(f"Class folders differ between {root / 'train'} and {root / 'test'}: "
                          f"only in train: {only_train}, only in test: {only_test}.")
+    files = {}
+    for split in ("train", "test"):
+        files[split] = [_image_files(root / split / name, recursive=False) for name in train_classes]
+        for name, class_files in zip(train_classes, files[split]):
+            if not class_files:
+                raise ValueError(f"Class folder {root / split / name} contains no images.")
+    return train_classes, files
+
+
+def train_images_per_class(dataset, source="tfds", data_dir=None):
+    """``({class: training images}, has_extra_unlabeled_set)`` without reading any image.
+
+    TFDS datasets: the known split sizes (classes named by their index); an image folder:
+    its class folders listed. With an extra unlabeled set (STL-10's, or ``unlabeled/`` in a
+    folder) the unlabeled images do not come from the training split.
+    """
+    if source == "folder":
+        class_names, files = image_folder_layout(data_dir)
+        counts = {name: len(paths) for name, paths in zip(class_names, files["train"])}
+        return counts, (pathlib.Path(data_dir) / "unlabeled").is_dir()
+    if dataset not in TFDS_TRAIN_IMAGES_PER_CLASS:
+        raise ValueError(f"Unknown dataset {dataset!r} for source='tfds'; expected one of "
+                         f"{sorted(TFDS_DATASETS)}.")
+    num_classes, per_class = TFDS_TRAIN_IMAGES_PER_CLASS[dataset]
+    return {str(k): per_class for k in range(num_classes)}, dataset == "stl10"
+
+
+def load_image_folder(root, workers=None):
+    """Reads ``root/train/<class>/*``, ``root/test/<class>/*`` and, if present,
+    ``root/unlabeled/**`` (any depth) into a SourceArrays; labels index the sorted class
+    folder names, which must be the same under train/ and test/."""
+    root = pathlib.Path(root)
+    class_names, files = image_folder_layout(root)
+    workers = workers or min(16, (os.cpu_count() or 1) * 4)
     arrays = {}
     for split in ("train", "test"):
-        paths, labels = [], []
-        for label, name in enumerate(train_classes):
-            files = _image_files(root / split / name, recursive=False)
-            if not files:
-                raise ValueError(f"Class folder {root / split / name} contains no images.")
-            paths.extend(files)
-            labels.extend([label] * len(files))
+        paths = [path for class_files in files[split] for path in class_files]
+        labels = [label for label, class_files in enumerate(files[split]) for _ in class_files]
         arrays[f"{split}_images"] = _decode_all(paths, workers)
         arrays[f"{split}_labels"] = np.asarray(labels, np.int64)
     unlabeled = None
     if (root / "unlabeled").is_dir():
-        files = _image_files(root / "unlabeled", recursive=True)
-        if not files:
+        unlabeled_files = _image_files(root / "unlabeled", recursive=True)
+        if not unlabeled_files:
             raise ValueError(f"Unlabeled folder {root / 'unlabeled'} contains no images.")
-        unlabeled = _decode_all(files, workers)
-    return SourceArrays(unlabeled_images=unlabeled, class_names=train_classes, **arrays)
+        unlabeled = _decode_all(unlabeled_files, workers)
+    return SourceArrays(unlabeled_images=unlabeled, class_names=class_names, **arrays)

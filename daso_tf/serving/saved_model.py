@@ -22,13 +22,14 @@ the identity, so such inputs reach the network unchanged.
 import json
 import os
 import pathlib
-import re
 import shutil
 import uuid
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from daso_tf._validation import SERVING_MODEL_NAME
 
 SERVING_SIGNATURE = "serving_default"
 BYTES_SIGNATURE = "predict_images_bytes"
@@ -41,7 +42,6 @@ WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 METADATA_FILE = os.path.join("assets.extra", "daso_tf.json")
 MODELS_CONFIG_FILE = "models.config"
 
-_MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TEMP_PREFIX = ".tmp-export-"
 _OLD_PREFIX = ".old-export-"
 
@@ -170,7 +170,7 @@ def _resolve_network(model_or_network):
 
 
 def _check_model_name(model_name):
-    if not isinstance(model_name, str) or not _MODEL_NAME_PATTERN.match(model_name):
+    if not isinstance(model_name, str) or not SERVING_MODEL_NAME.match(model_name):
         raise ValueError(
             f"model_name must be a non-empty name of letters, digits, '_', '.', '-' (no path "
             f"separators, not starting with '.'); got {model_name!r}."

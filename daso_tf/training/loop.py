@@ -14,8 +14,6 @@ Training runs in Keras ``fit`` segments whose epochs end on multiples of
 ends, and a run resumed at any checkpointed step lines up again after one short segment.
 """
 
-import dataclasses
-import inspect
 import json
 import math
 import os
@@ -33,12 +31,8 @@ from daso_tf.training.distribute import (check_divisible, input_pipeline_for_rep
                                          make_strategy, synchronize_batch_norm, task_info,
                                          wrap_train_logs_for_multi_worker)
 from daso_tf.training.evaluation import classification_metrics
+from daso_tf.training.learner_arguments import learner_arguments, learner_record
 from daso_tf.training.results import EvaluationHistory, RESULTS_FILE, write_json_atomic, write_results
-
-# SemiSupervisedModel arguments the run fills in itself (not from config.algorithm).
-_MODEL_ARGS = {"backbone", "num_classes", "normalization", "labeled_class_counts", "class_names", "kwargs"}
-# AlgorithmConfig keys that configure the optimiser rather than the learner.
-_OPTIMIZER_KEYS = {"name", "learning_rate", "momentum", "nesterov", "weight_decay"}
 
 
 def plan_segments(start_step, total_steps, period):
@@ -94,32 +88,22 @@ def load_data(data_config):
     )
 
 
-def algorithm_kwargs(algorithm_class, algorithm_config):
-    """The ``config.algorithm`` keys the learner's constructor takes (walking its MRO)."""
-    accepted = set()
-    for klass in inspect.getmro(algorithm_class):
-        if "__init__" in vars(klass):
-            accepted |= set(inspect.signature(klass.__init__).parameters)
-    values = dataclasses.asdict(algorithm_config)
-    kwargs = {k: v for k, v in values.items() if k in accepted and k not in _MODEL_ARGS and k not in _OPTIMIZER_KEYS}
-    ignored = sorted(k for k in values if k not in kwargs and k not in _OPTIMIZER_KEYS)
-    return kwargs, ignored
-
-
 def build_model(config, lt_data, strategy):
-    """The learner named by ``config.algorithm.name``, built and compiled under ``strategy``."""
+    """The learner named by ``config.algorithm.name``, built and compiled under ``strategy``.
+
+    It gets the ``algorithm`` keys that are set and that it takes, plus ``total_steps`` and
+    ``seed`` from the run (``daso_tf.training.learner_arguments``); its optimiser is its
+    ``default_optimizer`` with the optimiser keys that are set.
+    """
     from daso_tf import data as data_lib
-    from daso_tf.algorithms import get_algorithm
     from daso_tf.models import WideResNet
-    from daso_tf.optimizers import reference_sgd
 
     size = config.data.image_size
-    algorithm_class = get_algorithm(config.algorithm.name)
-    kwargs, _ = algorithm_kwargs(algorithm_class, config.algorithm)
+    arguments = learner_arguments(config)
     keras.utils.set_random_seed(config.data.seed)  # initial weights are part of the run's seed
     with strategy.scope():
         backbone = WideResNet(config.model.depth, config.model.width, input_shape=(size, size, 3))
-        model = algorithm_class(
+        model = arguments.algorithm_class(
             backbone,
             len(lt_data.class_names),
             normalization=data_lib.NORMALIZATION[config.data.dataset],
@@ -127,30 +111,17 @@ def build_model(config, lt_data, strategy):
             class_names=list(lt_data.class_names),
             augment_on_device=config.runtime.augment_on_device,
             augment_seed=config.data.seed,
-            **kwargs,
+            **arguments.model_kwargs,
         )
         model.build((None, size, size, 3))
         if strategy.num_replicas_in_sync > 1:
             synchronize_batch_norm(model)
-        if _has_own_optimizer(algorithm_class):
-            # e.g. Supervised: the reference trains it with its own schedule (LR 0.1, warm-up,
-            # step decay), not the SSL learners' constant 0.03.
-            optimizer = algorithm_class.default_optimizer()
-        else:
-            optimizer = reference_sgd(
-                learning_rate=config.algorithm.learning_rate, momentum=config.algorithm.momentum,
-                nesterov=config.algorithm.nesterov, l2=config.algorithm.weight_decay)
+        optimizer = arguments.algorithm_class.default_optimizer(**arguments.optimizer_kwargs)
         model.compile(optimizer=optimizer, jit_compile=config.runtime.jit_compile,
                       steps_per_execution=config.runtime.steps_per_execution)
         model.optimizer.build(model.trainable_variables)
     wrap_train_logs_for_multi_worker(model, strategy)
     return model
-
-
-def _has_own_optimizer(algorithm_class):
-    from daso_tf.algorithms import SemiSupervisedModel
-
-    return algorithm_class.default_optimizer.__func__ is not SemiSupervisedModel.default_optimizer.__func__
 
 
 def count_parameters(model):
@@ -219,9 +190,11 @@ def startup_summary(config, model_dir, mode, strategy, lt_data, model, start_ste
         f"{count_parameters(model):,} trainable parameters, policy {keras.config.dtype_policy().name}, "
         f"XLA {'on' if config.runtime.jit_compile else 'off'}",
     ]
-    _, ignored = algorithm_kwargs(type(model), config.algorithm)
-    if ignored:
-        lines.append(f"           algorithm keys {config.algorithm.name} does not use: {', '.join(ignored)}")
+    lines.append(f"learner    {json.dumps(learner_record(config.algorithm.name, model))}")
+    not_taken = learner_arguments(config).not_taken
+    if not_taken:  # set by the experiment (run.py refuses such keys from the user)
+        lines.append(f"           algorithm keys {config.algorithm.name} does not take (set by the experiment; "
+                     "not passed): " + ", ".join(f"{key}={value!r}" for key, value in not_taken.items()))
     lines += [
         f"strategy   {type(strategy).__name__} ({config.runtime.distribution_strategy}), "
         f"{strategy.num_replicas_in_sync} replica(s); task {task_type}:{task_id}; devices {devices}",
@@ -302,7 +275,7 @@ class TrainingRun:
             return
         write_results(self.model_dir, config=self.config, history=self.history, step=step, finished=finished,
                       wall_time_s=self.previous_wall_time + time.perf_counter() - self.t0,
-                      class_names=self.class_names)
+                      class_names=self.class_names, learner=learner_record(self.config.algorithm.name, self.model))
 
     # ---------------------------------------------------------------- training
     def train(self, evaluate=True):

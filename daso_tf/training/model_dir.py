@@ -13,10 +13,20 @@ def check_model_dir(config, model_dir, mode):
     """Validates ``model_dir`` for ``mode``; returns the stored config (or None for a new run).
 
     Raises ConfigError (one line, naming the problem) when:
-    - the directory cannot be created or written (train modes);
     - it holds a run whose data/model/algorithm keys differ from ``config`` (resume refused);
-    - eval/export is asked of a directory without a run.
+    - eval/export is asked of a directory without a run;
+    - the directory cannot be created or written (train modes; it is created here, so
+      every check of the config must come first).
     """
+    stored = check_stored_run(config, model_dir, mode)
+    if mode in ("train", "train_and_eval"):
+        _check_writable(model_dir)
+    return stored
+
+
+def check_stored_run(config, model_dir, mode):
+    """The config of the run already in ``model_dir`` (None if there is none), after checking
+    that ``config`` may resume it (see ``check_model_dir``); reads, never writes."""
     if os.path.exists(model_dir) and not os.path.isdir(model_dir):
         raise ConfigError(f"--model_dir={model_dir} exists and is not a directory")
     stored = read_params(model_dir) if os.path.isdir(model_dir) else None
@@ -30,8 +40,6 @@ def check_model_dir(config, model_dir, mode):
                 "runtime.* and export.* keys may change on resume")
     if mode in ("eval", "export") and stored is None:
         raise ConfigError(f"--mode={mode} needs a trained run in --model_dir={model_dir} (no params.yaml there)")
-    if mode in ("train", "train_and_eval"):
-        _check_writable(model_dir)
     return stored
 
 
@@ -71,14 +79,43 @@ def _check_writable(model_dir):
 
 
 def check_data_source(data_config):
-    """Fails early (before loading anything) when a local data directory is missing."""
+    """Fails early (before loading anything) when the data cannot hold the requested split.
+
+    A local data directory must exist (an image folder: with its train/ and test/ class
+    folders, listed but not read), and every class must have enough training images for
+    ``num_valid_per_class + num_labeled_head + num_unlabeled_head`` (without M1 where the
+    unlabeled images are a separate set: STL-10's extra split, or ``<data_dir>/unlabeled/``).
+    TFDS datasets are checked against their known split sizes.
+    """
+    from daso_tf.data.sources import train_images_per_class
+
+    data_dir = data_config.data_dir
     if data_config.source == "folder":
-        data_dir = data_config.data_dir
         if not data_dir or not os.path.isdir(data_dir):
             raise ConfigError(f"data.data_dir={data_dir}: directory not found (data.source=folder expects "
                               "<data_dir>/train/<class>/*.jpg and <data_dir>/test/<class>/*.jpg)")
         if not os.path.isdir(os.path.join(data_dir, "train")):
             raise ConfigError(f"data.data_dir={data_dir} has no train/ subdirectory (expected "
                               "<data_dir>/train/<class>/*.jpg and <data_dir>/test/<class>/*.jpg)")
-    elif data_config.data_dir and not os.path.isdir(data_config.data_dir):
-        raise ConfigError(f"data.data_dir={data_config.data_dir}: directory not found")
+    elif data_dir and not os.path.isdir(data_dir):
+        raise ConfigError(f"data.data_dir={data_dir}: directory not found")
+    try:
+        per_class, extra_unlabeled = train_images_per_class(data_config.dataset, data_config.source, data_dir)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"data.data_dir={data_dir}: {error}") from None
+    where = (f"the training split of {data_config.dataset}" if data_config.source == "tfds"
+             else f"{os.path.join(data_dir, 'train')}")
+    if data_config.num_unlabeled_head < 0 and not extra_unlabeled:
+        raise ConfigError(f"data.num_unlabeled_head={data_config.num_unlabeled_head} takes the whole extra "
+                          f"unlabeled split, but {where} comes without one (an image folder needs "
+                          "<data_dir>/unlabeled/)")
+    parts = {"data.num_valid_per_class": data_config.num_valid_per_class,
+             "data.num_labeled_head": data_config.num_labeled_head}
+    if not extra_unlabeled:
+        parts["data.num_unlabeled_head"] = data_config.num_unlabeled_head
+    needed = sum(parts.values())
+    smallest = min(per_class, key=per_class.get)
+    if per_class[smallest] < needed:
+        terms = " + ".join(f"{name}={value}" for name, value in parts.items())
+        raise ConfigError(f"{terms} = {needed} training images per class are needed, but class {smallest} "
+                          f"of {where} has {per_class[smallest]}")

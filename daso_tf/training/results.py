@@ -72,7 +72,9 @@ class EvaluationHistory:
         return self.entries[-1] if self.entries else None
 
 
-def results_payload(*, config, history, step, finished, wall_time_s, class_names=None):
+def results_payload(*, config, history, step, finished, wall_time_s, class_names=None, learner=None):
+    """``learner``: what was trained, ``{"name", "config", "optimizer"}`` (see
+    ``daso_tf.training.learner_arguments.learner_record``)."""
     latest = history.latest()
     window = history.median_window
     return {
@@ -92,6 +94,7 @@ def results_payload(*, config, history, step, finished, wall_time_s, class_names
         },
         "history": history.entries,
         "config": config.to_dict(),
+        "learner": learner,
         "provenance": provenance(),
         "wall_time_s": float(wall_time_s),
     }

@@ -20,7 +20,8 @@ import zipfile
 import pytest
 
 from tests.conftest import REPO_ROOT
-from tests.e2e.test_run import EXPERIMENT, TINY, cifar_folder  # noqa: F401  (fixture)
+from tests.e2e.runs import EXPERIMENT
+from tests.e2e.test_run import TINY
 
 pytestmark = pytest.mark.slow
 
@@ -109,7 +110,7 @@ def test_console_script_bad_input_names_itself(installed):
     assert done.stderr.startswith("daso-tf: error: unknown experiment 'no_such_experiment'")
 
 
-def test_console_script_trains_and_records_the_version(installed, cifar_folder, tmp_path):  # noqa: F811
+def test_console_script_trains_and_records_the_version(installed, cifar_folder, tmp_path):
     model_dir = tmp_path / "run"
     overrides = f"data.source=folder,data.data_dir={cifar_folder},{TINY},trainer.train_steps=2,trainer.eval_interval=2"
     done = _run(installed, [str(installed["command"]), f"--experiment={EXPERIMENT}", f"--model_dir={model_dir}",

@@ -1,5 +1,6 @@
 """experiments: every paper setting registered with the spec's hyper-parameters."""
 
+import dataclasses
 import re
 
 import pytest
@@ -28,8 +29,11 @@ def test_reference_hyperparameters(name):
     assert algorithm.name == "daso"
     assert (data.labeled_batch_size, data.unlabeled_ratio, config.trainer.train_steps) == (64, 2, 250_000)
     assert (config.model.depth, config.model.width) == (28, 2)
-    assert (algorithm.proto_temperature, algorithm.queue_size, algorithm.warmup_steps) == (0.05, 256, 5000)
-    assert (algorithm.threshold, algorithm.ema_decay, config.trainer.eval_interval) == (0.95, 0.999, 500)
+    # Only T_dist differs between settings; every other DASO hyper-parameter is left unset, i.e.
+    # the learner's reference value (tests/e2e/test_learners.py checks what the learner gets).
+    assert {key for key, value in dataclasses.asdict(algorithm).items() if value is not None} == {
+        "name", "dist_temperature"}
+    assert config.trainer.eval_interval == 500
     n1 = int(re.search(r"_n(\d+)", name).group(1))
     assert data.num_labeled_head == n1
     if data.dataset == "cifar10":

@@ -23,7 +23,7 @@ def test_resume_allows_trainer_and_runtime_changes(tmp_path):
 def test_resume_refuses_guarded_changes_and_names_keys(tmp_path):
     config = apply_overrides(_stored_run(tmp_path), {"data.seed": "3", "algorithm.threshold": "0.9"})
     before = sorted(os.listdir(tmp_path))
-    with pytest.raises(ConfigError, match=r"refusing to resume: algorithm.threshold \(run has 0.95, requested 0.9\), "
+    with pytest.raises(ConfigError, match=r"refusing to resume: algorithm.threshold \(run has unset, requested 0.9\), "
                                           r"data.seed \(run has 0, requested 3\)"):
         check_model_dir(config, str(tmp_path), "train_and_eval")
     assert sorted(os.listdir(tmp_path)) == before
