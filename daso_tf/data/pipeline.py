@@ -136,8 +136,9 @@ def train_stream(lt_data, *, labeled_batch_size, unlabeled_ratio, seed,
 
     x_l: weakly augmented labeled images uint8 [B, S, S, 3], y_l int32 [B];
     u_w / u_s: weak / strong views of the same mu*B unlabeled images; u_true int32 (-1 where
-    unknown). Images are augmented at ``augment_size`` (default: their stored size; STL-10
-    96 px) and then resized to ``output_size`` like PIL's bilinear resize.
+    unknown, -2 for labeled images in the unlabeled set of ACR's split). Images are
+    augmented at ``augment_size`` (default: their stored size; STL-10 96 px) and then resized
+    to ``output_size`` like PIL's bilinear resize.
 
     ``augment_on_device=True``: the stream yields the raw images instead,
     ``((x_l, y_l), (u[, u_true]))`` uint8 (resized to ``augment_size`` if set), for a model
