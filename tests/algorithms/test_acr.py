@@ -209,3 +209,22 @@ def test_acr_refuses_bad_arguments():
         daso_tf.ACR(dense_backbone(), 3)
     with pytest.raises(ValueError, match="distribution_momentum"):
         daso_tf.ACR(dense_backbone(), 3, labeled_class_counts=[3, 2, 1], distribution_momentum=1.0)
+
+
+@pytest.mark.parametrize("name", ["acr", "debiaspl"])
+def test_keras_format_round_trips_the_learners_state(name, tmp_path):
+    import keras
+
+    model = tiny_daso(algorithm=name, **({"adaptation_period": 3} if name == "acr" else {}))
+    model.compile()
+    state = {"acr": ("tau1_current", "unlabeled_distribution", "distance_sums"), "debiaspl": ("qhat",)}[name]
+    for attribute in state:  # non-default state values
+        variable = getattr(model, attribute)
+        variable.assign(np.linspace(0.1, 0.9, int(np.prod(variable.shape))).reshape(variable.shape))
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    assert type(loaded) is type(model) and loaded.get_config() == model.get_config()
+    for attribute in state:
+        np.testing.assert_array_equal(getattr(loaded, attribute).numpy(), getattr(model, attribute).numpy())
+    images = class_images([0, 1, 2, 3], np.random.default_rng(2))
+    np.testing.assert_allclose(loaded(images), model(images), rtol=1e-6)
