@@ -23,6 +23,7 @@ import typing
 import yaml
 
 from daso_tf._validation import SERVING_MODEL_NAME
+from daso_tf.data.long_tailed_data import SPLIT_PROTOCOLS
 from daso_tf.provenance import PROVENANCE_KEY, provenance
 
 # Sections whose keys define what is being trained: changing one would silently mix two
@@ -39,8 +40,7 @@ BACKBONES = ("wide_resnet",)
 DISTRIBUTION_STRATEGIES = ("default", "mirrored", "multi_worker_mirrored")
 MIXED_PRECISION_CHOICES = ("none", "auto", "mixed_bfloat16", "mixed_float16")
 DTYPE_POLICIES = ("float32", "float64")
-# How the labeled / unlabeled / validation images are drawn (daso_tf.data.make_long_tailed_data).
-SPLIT_PROTOCOLS = ("daso", "acr")
+# The learning-rate schedules a learner's default_optimizer may offer (ACR: constant or cosine).
 LR_SCHEDULES = ("constant", "cosine")
 CHECKPOINT_CHOICES = ("latest", "best")
 # STL-10's unlabeled set is its whole extra split: num_unlabeled_head / imbalance_unlabeled -1.

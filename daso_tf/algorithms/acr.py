@@ -48,6 +48,8 @@ from keras import ops
 
 from daso_tf.algorithms.base import SemiSupervisedModel, all_gather
 from daso_tf.algorithms.lr_schedules import CosineSchedule
+from daso_tf.config import LR_SCHEDULES
+from daso_tf.data.long_tailed_data import LABELED_IN_UNLABELED
 from daso_tf.losses import masked_cross_entropy, supervised_loss
 from daso_tf.optimizers import reference_sgd
 
@@ -56,9 +58,6 @@ ADJUSTMENT_EPSILON = 1e-12
 # ACR's optimiser leaves parameters whose PyTorch name holds "bias" or "bn" undecayed: here
 # the Keras variable names of biases and of BatchNorm scales and offsets.
 UNDECAYED_VARIABLE_NAMES = ("bias", "gamma", "beta")
-LR_SCHEDULES = ("constant", "cosine")
-# The reference unlabeled label of a labeled image in the unlabeled set (ACR's split).
-LABELED_IN_UNLABELED = -2
 
 
 def logit_adjustment(prior, tau):

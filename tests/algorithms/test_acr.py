@@ -171,6 +171,11 @@ def test_optimizer_protocols():
     assert config["learning_rate"]["config"] == {"base_learning_rate": 0.03, "total_steps": 1000,
                                                  "num_cycles": 0.4375, "warmup_steps": 0}
     assert config["l2_exclude"] == ["bias", "gamma", "beta"] and config["l2"] == 5e-4
+    # on the WRN + two heads: exactly the BatchNorm scales/offsets and the head biases go undecayed
+    model = tiny_daso(algorithm="acr")
+    undecayed = {v.path.split("/")[-1] for v in model.trainable_variables if not acr.l2_applies_to(v)}
+    decayed = {v.path.split("/")[-1] for v in model.trainable_variables if acr.l2_applies_to(v)}
+    assert undecayed == {"gamma", "beta", "bias"} and decayed == {"kernel"}
     daso = daso_tf.ACR.default_optimizer(total_steps=1000)  # DASO's protocol: the reference SGD
     assert daso.get_config()["learning_rate"] == 0.03 and daso.get_config()["l2_exclude"] == []
     with pytest.raises(ValueError, match="lr_schedule"):
@@ -217,6 +222,7 @@ def test_keras_format_round_trips_the_learners_state(name, tmp_path):
 
     model = tiny_daso(algorithm=name, **({"adaptation_period": 3} if name == "acr" else {}))
     model.compile()
+    model.optimizer.build(model.trainable_variables)
     state = {"acr": ("tau1_current", "unlabeled_distribution", "distance_sums"), "debiaspl": ("qhat",)}[name]
     for attribute in state:  # non-default state values
         variable = getattr(model, attribute)
