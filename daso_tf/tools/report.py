@@ -26,7 +26,8 @@ every figure (one file to send around); the figures are also written beside it:
 and a table of each run's setting, hyper-parameters, code versions (when recorded), median-20
 test top-1, head/medium/tail accuracy, wall time and progress. Pseudo-label precision/recall
 need the unlabeled ground truth (CIFAR; not STL-10). A directory that is not a run is refused
-with one line (exit status 2).
+with one line (exit status 2). For a run recorded before ``results.json`` held a training
+history, the losses and mask rate come from its TensorBoard event files instead.
 """
 
 import argparse
@@ -62,6 +63,7 @@ class Run:
     results: dict  # results.json ({} before the first evaluation or checkpoint)
     checkpoint_step: object  # latest complete checkpoint, or None
     label: str = ""
+    logged_training: list = dataclasses.field(default_factory=list)  # TensorBoard fallback
 
     def section(self, name):
         return self.config.get(name) or {}
@@ -82,6 +84,8 @@ class Run:
 
     @property
     def training(self):
+        if "training" not in self.results:  # recorded before results.json held it
+            return self.logged_training
         return [e for e in self.results.get("training") or [] if isinstance(e, dict)]
 
     @property
@@ -141,7 +145,47 @@ def load_run(directory):
         raise ReportError(f"{directory} is not a run directory (no {RESULTS_FILE} or params.yaml; "
                           "expected the --model_dir of a run.py run)")
     checkpoint_step = CheckpointManager(None, os.path.join(directory, "checkpoints")).latest_step
-    return Run(directory=directory, config=config, results=results or {}, checkpoint_step=checkpoint_step)
+    run = Run(directory=directory, config=config, results=results or {}, checkpoint_step=checkpoint_step)
+    if "training" not in run.results:
+        run.logged_training = training_from_tensorboard(os.path.join(directory, "tensorboard"))
+    return run
+
+
+# TensorBoard tags of the logged training windows -> training entry keys.
+_LOGGED = {f"train/{key}": key for key in ("loss", "loss_x", "loss_u", "loss_align", "mask", "learning_rate")}
+
+
+def training_from_tensorboard(directory):
+    """Training entries (losses, mask, learning rate; no pseudo-label counts) from the
+    ``log_interval`` window means in the TensorBoard event files: the fallback for a run
+    recorded before results.json held a training history. Reads the files directly (no
+    TensorFlow); a step logged twice (a resumed run) keeps its last value."""
+    import glob
+    import struct
+
+    from tensorboard.compat.proto import event_pb2
+    from tensorboard.util import tensor_util
+
+    entries = {}
+    for path in sorted(glob.glob(os.path.join(directory, "events.out.tfevents.*"))):
+        with open(path, "rb") as f:
+            data = f.read()
+        offset = 0
+        while offset + 12 <= len(data):  # TFRecord: length, its CRC, payload, payload CRC
+            (length,) = struct.unpack_from("<Q", data, offset)
+            payload = data[offset + 12:offset + 12 + length]
+            offset += 16 + length
+            if len(payload) < length:
+                break  # being written
+            event = event_pb2.Event.FromString(payload)
+            for value in event.summary.value:
+                key = _LOGGED.get(value.tag)
+                if key is None:
+                    continue
+                number = (value.simple_value if value.HasField("simple_value")
+                          else tensor_util.make_ndarray(value.tensor).item())
+                entries.setdefault(event.step, {"step": int(event.step), "pseudo_labels": None})[key] = float(number)
+    return [entries[step] for step in sorted(entries)]
 
 
 def assign_labels(runs, labels=None):
@@ -430,7 +474,7 @@ def plot_losses(runs):
     keys = [key for key in LOSSES if any(key in e for run in runs for e in run.training)]
     if not keys:
         return None
-    figure, axes = _new_figure(1, len(keys), width=4.5 * len(keys))
+    figure, axes = _new_figure(1, len(keys), width=max(9.0, 4.5 * len(keys)))
     for axis, key in zip(axes, keys):
         for index, run in enumerate(runs):
             steps, values = _values([e for e in run.training if key in e], lambda e: e[key])

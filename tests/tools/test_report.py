@@ -225,3 +225,32 @@ def test_a_directory_that_is_not_a_run_is_one_error_line(tmp_path):
         "params.yaml; expected the --model_dir of a run.py run)"]
     assert not (tmp_path / "out").exists()
     assert report.main([str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
+
+
+def test_older_runs_fall_back_to_the_tensorboard_window_means(tmp_path):
+    """A run recorded before results.json held ``training``: losses and mask from its event files."""
+    import tensorflow as tf
+
+    run = make_run(tmp_path / "old")
+    results = json.loads((run / "results.json").read_text())
+    del results["training"], results["labeled_counts"], results["unlabeled_counts"]
+    (run / "results.json").write_text(json.dumps(results))
+    writer = tf.summary.create_file_writer(str(run / "tensorboard"))
+    with writer.as_default():
+        for step, mask in ((50, 0.1), (100, 0.3), (100, 0.35), (150, 0.5)):  # step 100 again: a resume
+            tf.summary.scalar("train/mask", mask, step=step)
+            tf.summary.scalar("train/loss_x", 2.0 / step * 50, step=step)
+            tf.summary.scalar("eval_test/top1", 50.0, step=step)  # not a training window value
+    writer.close()
+    events = next((run / "tensorboard").glob("events.out.tfevents.*"))
+    with open(events, "ab") as f:
+        f.write(b"\x40\x00\x00\x00\x00\x00\x00\x00partial")  # a record still being written
+    logged = report.load_run(str(run)).training
+    assert [(e["step"], round(e["mask"], 6), round(e["loss_x"], 6)) for e in logged] == [
+        (50, 0.1, 2.0), (100, 0.35, 1.0), (150, 0.5, 0.666667)]
+    assert all(e["pseudo_labels"] is None for e in logged)
+    out = tmp_path / "out"
+    page = open(report.write_report([run], out)).read()
+    check_png(out / "mask_rate.png")
+    check_png(out / "losses.png")
+    assert "Not drawn: no per-class evaluation with labeled class counts recorded yet" in page
