@@ -281,6 +281,11 @@ def _new_figure(rows=1, columns=1, width=None, height=None):
     return figure, axes.ravel()
 
 
+def _bars_width(num_classes, num_runs):
+    """Inches for one panel of per-class bars: wider with more bars, within a screen's reach."""
+    return min(max(8.0, 0.3 * num_classes * num_runs), 24.0)
+
+
 def _colour(index):
     from matplotlib import colormaps
 
@@ -362,7 +367,7 @@ def plot_per_class_accuracy(runs):
     if not series:
         return None
     order, groups = class_order(counts)
-    figure, (axis,) = _new_figure(1, 1, width=max(8.0, 0.3 * len(order) * len(series)))
+    figure, (axis,) = _new_figure(1, 1, width=_bars_width(len(order), len(series)))
     _grouped_bars(axis, series, order)
     _class_ticks(axis, names, counts, order)
     _group_separators(axis, groups)
@@ -381,7 +386,7 @@ def plot_pseudo_label_quality(runs):
         return None
     order, groups = class_order(counts)
     num_classes = len(counts)
-    figure, axes = _new_figure(2, 2, width=max(12.0, 0.6 * num_classes * len(runs)), height=8.0)
+    figure, axes = _new_figure(2, 2, width=2 * _bars_width(num_classes, len(runs)), height=8.0)
     for column, what in enumerate(("precision", "recall")):
         series = []
         for index, run in runs:
@@ -419,7 +424,7 @@ def plot_pseudo_label_distribution(runs):
         return None
     order, groups = class_order(counts)
     num_classes = len(counts)
-    figure, (axis,) = _new_figure(1, 1, width=max(8.0, 0.3 * num_classes * len(runs)))
+    figure, (axis,) = _new_figure(1, 1, width=_bars_width(num_classes, len(runs)))
     series = []
     for index, run in runs:
         selected = pseudo_label_counts(final_window(run.training), num_classes)["selected"]
