@@ -184,7 +184,7 @@ def training_from_tensorboard(directory):
                     continue
                 number = (value.simple_value if value.HasField("simple_value")
                           else tensor_util.make_ndarray(value.tensor).item())
-                entries.setdefault(event.step, {"step": int(event.step), "pseudo_labels": None})[key] = float(number)
+                entries.setdefault(event.step, {"step": int(event.step)})[key] = float(number)
     return [entries[step] for step in sorted(entries)]
 
 
@@ -451,15 +451,19 @@ def plot_pseudo_label_distribution(runs):
 
 
 def _mask_rate(entry):
-    counts = entry.get("pseudo_labels")
-    return counts["mask_rate"] if counts else entry.get("mask")
+    if "pseudo_labels" not in entry:  # a TensorBoard window (older run): the logged mean
+        return entry.get("mask")
+    counts = entry["pseudo_labels"]  # None: the learner has no confidence mask
+    return counts["mask_rate"] if counts else None
 
 
 def plot_mask_rate(runs):
-    if not any(run.training for run in runs):
+    runs = [(index, run) for index, run in enumerate(runs)
+            if any(_mask_rate(entry) is not None for entry in run.training)]
+    if not runs:
         return None
     figure, (axis,) = _new_figure(1, 1, width=9.0)
-    for index, run in enumerate(runs):
+    for index, run in runs:
         steps, rates = _values(run.training, _mask_rate)
         axis.plot(steps, 100.0 * np.asarray(rates), color=_colour(index),
                   marker="." if len(steps) < 30 else None, label=run.label)
@@ -500,7 +504,8 @@ FIGURES = (
      "unlabeled ground truth unknown, e.g. STL-10, or no training window recorded yet)"),
     ("pseudo_label_distribution", "Pseudo-label class distribution", plot_pseudo_label_distribution,
      "no pseudo-label counts with known unlabeled classes recorded"),
-    ("mask_rate", "Mask rate", plot_mask_rate, "no training window recorded yet"),
+    ("mask_rate", "Mask rate", plot_mask_rate,
+     "no training window of a learner with a confidence mask recorded yet"),
     ("losses", "Training losses", plot_losses, "no training window recorded yet"),
 )
 

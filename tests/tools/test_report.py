@@ -177,6 +177,19 @@ def test_unknown_unlabeled_classes_skip_the_pseudo_label_figures(tmp_path):
     check_png(out / "mask_rate.png")
 
 
+def test_learners_without_a_mask_have_no_mask_rate_curve(tmp_path):
+    run = make_run(tmp_path / "mean_teacher", algorithm="mean_teacher")
+    results = json.loads((run / "results.json").read_text())
+    for entry in results["training"]:
+        entry["pseudo_labels"], entry["mask"] = None, 0.0  # what such a learner records
+    (run / "results.json").write_text(json.dumps(results))
+    out = tmp_path / "out"
+    page = open(report.write_report([run], out)).read()
+    assert "Not drawn: no training window of a learner with a confidence mask recorded yet" in page
+    assert not (out / "mask_rate.png").exists()
+    check_png(out / "losses.png")
+
+
 def test_last_window_and_pooled_rates_by_hand():
     entries = [{"step": s, "start_step": s - 100, "pseudo_labels": {"mask_rate": 0.5}} for s in range(100, 3001, 100)]
     # Last 10% of 3000 steps: the windows ending after step 2700.
@@ -248,7 +261,7 @@ def test_older_runs_fall_back_to_the_tensorboard_window_means(tmp_path):
     logged = report.load_run(str(run)).training
     assert [(e["step"], round(e["mask"], 6), round(e["loss_x"], 6)) for e in logged] == [
         (50, 0.1, 2.0), (100, 0.35, 1.0), (150, 0.5, 0.666667)]
-    assert all(e["pseudo_labels"] is None for e in logged)
+    assert all("pseudo_labels" not in e for e in logged)  # no counts in TensorBoard
     out = tmp_path / "out"
     page = open(report.write_report([run], out)).read()
     check_png(out / "mask_rate.png")
