@@ -25,7 +25,7 @@ Within ``--budget_s`` seconds (default 480) in total it prints one JSON object:
 Every step runs in a child process with a timeout (the time left), so a slow compilation
 cannot overrun the budget; ``--out`` is rewritten after every step, so an interrupted check
 keeps what it measured. ``--smoke``: WRN-10-1, B=4, 2 timed steps on random images, two
-configurations without XLA, and a 4-step run on a few images per class (CPU, about a minute).
+configurations without XLA, and a 4-step run on a few images per class (a CPU: one to two minutes).
 """
 
 import argparse
@@ -76,7 +76,7 @@ def grid(smoke):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__.split("\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny model and steps (runs on a CPU in about a minute)")
+    parser.add_argument("--smoke", action="store_true", help="tiny model and steps (runs on a CPU in one to two minutes)")
     parser.add_argument("--budget_s", type=float, default=None, help="total seconds (default 480; smoke 300)")
     parser.add_argument("--train_reserve_s", type=float, default=None,
                         help="seconds kept for the training run (default 200; smoke 120)")
