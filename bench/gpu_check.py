@@ -76,7 +76,8 @@ def grid(smoke):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__.split("\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny model and steps (runs on a CPU in one to two minutes)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny model and steps (runs on a CPU in one to two minutes)")
     parser.add_argument("--budget_s", type=float, default=None, help="total seconds (default 480; smoke 300)")
     parser.add_argument("--train_reserve_s", type=float, default=None,
                         help="seconds kept for the training run (default 200; smoke 120)")
