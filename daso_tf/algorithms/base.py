@@ -503,18 +503,20 @@ class SemiSupervisedModel(keras.Model):
     def pseudo_label_diagnostics(self, reset=True):
         """Pseudo-label quality since the last call (host side; for logging).
 
-        Returns {"mask_rate": float, "precision": [K], "recall": [K], "selected": [K],
-        "confusion": [K, K]}; precision/recall are NaN where undefined (no selected sample
-        of that class / no unlabeled ground truth). Recall is over the unlabeled samples of
-        a class that passed the mask.
+        Returns {"mask_rate": float, "num_selected": int, "num_unlabeled": int,
+        "precision": [K], "recall": [K], "selected": [K], "confusion": [K, K]}; precision/recall
+        are NaN where undefined (no selected sample of that class / no unlabeled ground
+        truth). Recall is over the unlabeled samples of a class that passed the mask.
         """
+        from daso_tf.training.evaluation import precision_recall
+
         confusion = np.asarray(self.pl_confusion.numpy(), dtype="float64")
         passed, total = (int(c) for c in self.pl_counts.numpy())
-        with np.errstate(invalid="ignore", divide="ignore"):
-            precision = np.diag(confusion) / confusion.sum(axis=0)
-            recall = np.diag(confusion) / confusion.sum(axis=1)
+        precision, recall = precision_recall(np.diag(confusion), confusion.sum(axis=0), confusion.sum(axis=1))
         result = {
             "mask_rate": passed / total if total else float("nan"),
+            "num_selected": passed,
+            "num_unlabeled": total,
             "precision": precision.tolist(),
             "recall": recall.tolist(),
             "selected": confusion.sum(axis=0).astype(int).tolist(),

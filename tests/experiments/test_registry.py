@@ -82,3 +82,24 @@ def test_each_factory_returns_a_fresh_config():
 def test_unknown_experiment_lists_known():
     with pytest.raises(experiments.UnknownExperimentError, match="unknown experiment 'cifar10_lt'.*cifar10_lt_n500"):
         experiments.get_experiment("cifar10_lt")
+
+
+@pytest.mark.parametrize("name, reverse, dist_temperature", [
+    ("cifar10_lt_n1500_cpu", False, 1.5), ("cifar10_lt_n1500_reversed_cpu", True, 0.3)])
+def test_cpu_experiments_reduce_the_paper_setting(name, reverse, dist_temperature):
+    config = experiments.get_experiment(name)
+    paper = experiments.get_experiment("cifar10_lt_n1500_reversed" if reverse else "cifar10_lt_n1500")
+    data = config.data
+    assert (data.source, data.data_dir) == ("folder", "data/cifar10_jpeg")
+    assert (data.num_labeled_head, data.num_unlabeled_head, data.imbalance_labeled, data.imbalance_unlabeled,
+            data.reverse_unlabeled) == (1500, 3000, 100, 100, reverse)
+    assert (config.model.depth, config.model.width, data.labeled_batch_size, data.unlabeled_ratio) == (28, 1, 32, 2)
+    assert (config.trainer.train_steps, config.algorithm.warmup_steps) == (6000, 3000)
+    assert (config.trainer.eval_interval, config.trainer.eval_batches) == (500, 0)
+    assert config.algorithm.dist_temperature == dist_temperature
+    # Everything else is the paper setting's.
+    assert (config.algorithm.threshold, config.algorithm.queue_size, config.algorithm.ema_decay) == (
+        paper.algorithm.threshold, paper.algorithm.queue_size, paper.algorithm.ema_decay)
+    entry = experiments.get_entry(name)
+    assert entry.paper_top1 is None
+    assert f"| {name} | {entry.description} | - (" in experiments.experiment_table()
