@@ -13,8 +13,8 @@ every figure (one file to send around); the figures are also written beside it:
   validation top-1, over training steps (EMA model);
 - ``per_class_accuracy.png``: final per-class test accuracy, classes ordered head -> tail
   by their labeled count (in the tick labels);
-- ``pseudo_label_quality.png``: per-class precision and recall of the pseudo-labels that
-  passed the confidence mask, summed over the last tenth of the recorded steps, and the
+- ``pseudo_label_quality.png``: per-class precision and recall of the pseudo-labels of all
+  unlabeled samples, summed over the last tenth of the recorded steps, and the
   head / medium / tail means over training (the DASO paper's Fig. 1/2 view: a learner biased
   towards the head has high head recall but low head precision, and the reverse on the tail);
 - ``pseudo_label_distribution.png``: the share of each class among the selected
@@ -228,9 +228,16 @@ def final_window(entries):
     return [e for e in entries if e["step"] > start]
 
 
+# Per-class counts of a training entry: (correct, by pseudo-label, by true class), for the
+# pseudo-labels that passed the mask ("selected") and for all of them ("all").
+COUNT_KEYS = {"selected": ("correct", "selected", "selected_by_true_class"),
+              "all": ("correct_all", "predicted_all", "by_true_class_all")}
+
+
 def pseudo_label_counts(entries, num_classes):
-    """Summed per-class ``correct``, ``selected``, ``selected_by_true_class`` of ``entries``."""
-    totals = {key: np.zeros(num_classes) for key in ("correct", "selected", "selected_by_true_class")}
+    """Summed per-class counts of ``entries`` (every key of ``COUNT_KEYS``; zeros when absent)."""
+    keys = [key for group in COUNT_KEYS.values() for key in group]
+    totals = {key: np.zeros(num_classes) for key in keys}
     for entry in entries:
         counts = entry["pseudo_labels"]
         for key in totals:
@@ -239,13 +246,29 @@ def pseudo_label_counts(entries, num_classes):
     return totals
 
 
-def pseudo_label_rates(entries, num_classes):
-    """Per-class (precision, recall) in % of the pseudo-labels selected during ``entries``."""
+def counts_over(run):
+    """"all" when the run recorded every sample's pseudo-label (the paper's Fig. 1 view), else
+    "selected" (runs recorded before that)."""
+    return "all" if any((e.get("pseudo_labels") or {}).get("by_true_class_all") for e in run.training) else "selected"
+
+
+def pseudo_label_rates(entries, num_classes, over="selected"):
+    """Per-class (precision, recall) in % of the pseudo-labels of ``entries``: the selected
+    ones (``over="selected"``) or all of them (``over="all"``)."""
     from daso_tf.training.evaluation import precision_recall
 
     totals = pseudo_label_counts(entries, num_classes)
-    precision, recall = precision_recall(totals["correct"], totals["selected"], totals["selected_by_true_class"])
+    correct, predicted, by_true_class = (totals[key] for key in COUNT_KEYS[over])
+    precision, recall = precision_recall(correct, predicted, by_true_class)
     return 100.0 * precision, 100.0 * recall
+
+
+def selected_correct_rate(entries, num_classes):
+    """Per class, % of its unlabeled samples that were selected WITH the right pseudo-label
+    (what actually trains the class; needs the all-sample counts)."""
+    totals = pseudo_label_counts(entries, num_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 100.0 * totals["correct"] / np.where(totals["by_true_class_all"] > 0, totals["by_true_class_all"], np.nan)
 
 
 def has_ground_truth(run):
@@ -390,7 +413,7 @@ def plot_pseudo_label_quality(runs):
     for column, what in enumerate(("precision", "recall")):
         series = []
         for index, run in runs:
-            rates = pseudo_label_rates(final_window(run.training), num_classes)[column]
+            rates = pseudo_label_rates(final_window(run.training), num_classes, counts_over(run))[column]
             series.append((index, run.label, rates))
         _grouped_bars(axes[column], series, order)
         _class_ticks(axes[column], names, counts, order)
@@ -402,7 +425,7 @@ def plot_pseudo_label_quality(runs):
         curve_axis = axes[2 + column]
         for index, run in runs:
             entries = [e for e in run.training if e.get("pseudo_labels")]
-            per_entry = [pseudo_label_rates([e], num_classes)[column] for e in entries]
+            per_entry = [pseudo_label_rates([e], num_classes, counts_over(run))[column] for e in entries]
             for group in GROUPS:
                 values = [_nanmean(rates[groups[group]]) for rates in per_entry]
                 curve_axis.plot([e["step"] for e in entries], values, color=_colour(index),
@@ -579,6 +602,24 @@ def _median(run, metric):
     return f"{_number(run.results.get(f'{metric}_median{window}'))} (median-{window})"
 
 
+def _group_rates(run, what):
+    """Head / medium / tail means over the last window: pseudo-label recall (all samples when
+    recorded) or the selected-with-the-right-label rate; "n/a" without unlabeled ground truth."""
+    counts = run.labeled_counts
+    entries = final_window(run.training)
+    if not counts or not has_ground_truth(run) or not entries:
+        return "n/a"
+    num_classes = len(counts)
+    if what == "recall":
+        rates = pseudo_label_rates(entries, num_classes, counts_over(run))[1]
+    elif counts_over(run) == "all":
+        rates = selected_correct_rate(entries, num_classes)
+    else:
+        return "n/a"
+    _, groups = class_order(counts)
+    return " / ".join(_number(_nanmean(rates[groups[group]])) for group in GROUPS)
+
+
 def summary_rows(runs):
     """[(field, [value per run])] of the report's table (strings)."""
 
@@ -606,6 +647,8 @@ def summary_rows(runs):
         ("latest test head / medium / tail (%)",
          lambda run: " / ".join(final_test(run, group) for group in GROUPS)),
         ("best validation top-1 (%)", lambda run: _number(run.results.get("best_valid_top1"))),
+        ("pseudo-label recall, head / medium / tail (%)", lambda run: _group_rates(run, "recall")),
+        ("selected with the right label, head / medium / tail (%)", lambda run: _group_rates(run, "selected")),
         ("evaluations", lambda run: str(len(run.evaluations))),
         ("wall time", lambda run: _hours(run.results.get("wall_time_s"))),
         ("steps done", _progress),
@@ -636,9 +679,13 @@ def render_html(runs, figures):
     for name, values in summary_rows(runs):
         lines.append(f"<tr><th>{escape(name)}</th>" + "".join(f"<td>{escape(v)}</td>" for v in values) + "</tr>")
     lines.append("</table>")
-    lines.append("<p class='note'>Accuracies are of the EMA model. Pseudo-label precision and recall count the "
-                 "unlabeled samples that passed the confidence mask and whose true class is known; recall of "
-                 "class k = selected samples of class k pseudo-labelled k / selected samples of class k. Head / "
+    lines.append("<p class='note'>Accuracies are of the EMA model. Pseudo-label precision and recall count every "
+                 "unlabeled sample whose true class is known, selected by the confidence mask or not (the DASO "
+                 "paper's Fig. 1 view; runs recorded before daso_tf 0.3 count the selected samples only): recall "
+                 "of class k = samples of class k pseudo-labelled k / samples of class k; precision of class k = "
+                 "samples pseudo-labelled k that are of class k / samples pseudo-labelled k. 'Selected with the "
+                 "right label' = samples of class k that passed the mask with pseudo-label k / samples of class "
+                 "k. Head / "
                  "medium / tail: the 30% / 40% / 30% of classes with the most / middle / fewest labeled images.</p>")
     for stem, heading, png, missing in figures:
         lines.append(f"<h2>{escape(heading)}</h2>")

@@ -106,7 +106,7 @@ class TrainingWindow:
         self.start_step = int(start_step)
         self.log_sums, self.log_count = {}, 0
         self.num_selected = self.num_unlabeled = 0
-        self.confusion = None
+        self.confusion = self.confusion_all = None
 
     def add_logs(self, values):
         for key, value in values.items():
@@ -118,6 +118,9 @@ class TrainingWindow:
         self.num_unlabeled += int(diagnostics.get("num_unlabeled", 0))
         confusion = np.asarray(diagnostics["confusion"], dtype=np.int64)
         self.confusion = confusion if self.confusion is None else self.confusion + confusion
+        if "confusion_all" in diagnostics:
+            confusion_all = np.asarray(diagnostics["confusion_all"], dtype=np.int64)
+            self.confusion_all = confusion_all if self.confusion_all is None else self.confusion_all + confusion_all
 
     def entry(self, step, learning_rate=None):
         """``{"step", "start_step", <mean logs>, "learning_rate", "pseudo_labels"}`` (JSON-ready)."""
@@ -142,6 +145,14 @@ class TrainingWindow:
                 "correct": correct.tolist(),
                 "selected_by_true_class": by_true_class.tolist(),
             }
+            if self.confusion_all is not None:
+                # Every unlabeled sample's pseudo-label, selected or not (the paper's Fig. 1).
+                all_ = self.confusion_all
+                entry["pseudo_labels"].update({
+                    "correct_all": np.diag(all_).tolist(),
+                    "predicted_all": all_.sum(axis=0).tolist(),  # by pseudo-label
+                    "by_true_class_all": all_.sum(axis=1).tolist(),
+                })
         return entry
 
 

@@ -267,3 +267,28 @@ def test_older_runs_fall_back_to_the_tensorboard_window_means(tmp_path):
     check_png(out / "mask_rate.png")
     check_png(out / "losses.png")
     assert "Not drawn: no per-class evaluation with labeled class counts recorded yet" in page
+
+
+def test_all_sample_pseudo_label_rates_by_hand(tmp_path):
+    """Runs that record every sample's pseudo-label report recall over all samples of a class
+    and the selected-with-the-right-label rate, per head / medium / tail group."""
+    run = make_run(tmp_path / "run", steps=500, train_steps=500)
+    results = json.loads((run / "results.json").read_text())
+    by_true = [100] * 10
+    correct_all = [90, 80, 70, 60, 50, 40, 30, 20, 10, 0]  # head 0-2, medium 3-6, tail 7-9
+    correct_selected = [45, 40, 35, 30, 25, 20, 15, 10, 5, 0]
+    predicted_all = [200, 150, 100, 100, 100, 100, 100, 50, 50, 50]
+    results["training"][-1]["pseudo_labels"].update(
+        correct=correct_selected, correct_all=correct_all, predicted_all=predicted_all, by_true_class_all=by_true)
+    (run / "results.json").write_text(json.dumps(results))
+    out = tmp_path / "out"
+    assert report.main([str(run), "--out", str(out)]) == 0
+    page = (out / "report.html").read_text()
+    # recall: head (90+80+70)/3, medium (60+50+40+30)/4, tail (20+10+0)/3
+    assert "80.00 / 45.00 / 10.00" in page
+    # selected with the right label: half of the above
+    assert "40.00 / 22.50 / 5.00" in page
+    loaded = report.load_run(str(run))
+    precision, recall = report.pseudo_label_rates(loaded.training, 10, report.counts_over(loaded))
+    np.testing.assert_allclose(recall, correct_all)  # by_true = 100 per class
+    np.testing.assert_allclose(precision[:3], [45.0, 80 / 1.5, 70.0])
