@@ -55,9 +55,11 @@ def resolve_config(experiment, params_override="", export_dir=None, model_dir=No
     else:
         apply_overrides(config, overrides)
         config.validate()
-        check_model_dir(config, model_dir, mode)
     check_algorithm(config.algorithm.name)
+    # Before check_model_dir creates the run directory: missing data leaves no trace.
     check_data_source(config.data)
+    if mode not in ("eval", "export"):
+        check_model_dir(config, model_dir, mode)
     return config, model_dir
 
 

@@ -70,15 +70,52 @@ def _check_writable(model_dir):
         raise ConfigError(f"--model_dir={model_dir} is not writable ({reason})") from None
 
 
+FOLDER_ALTERNATIVE = ("--params_override=data.source=folder,data.data_dir=<root of train/<class>/*.jpg and "
+                      "test/<class>/*.jpg>")
+
+
 def check_data_source(data_config):
-    """Fails early (before loading anything) when a local data directory is missing."""
+    """Fails early, before anything is loaded or written, when the data cannot be had.
+
+    - folder source: the directory tree is missing;
+    - TFDS source: the dataset is not prepared in the data_dir and its download host
+      cannot be reached (offline): one line naming the dataset, the data_dir and the
+      image-folder alternative, within ``DOWNLOAD_PROBE_TIMEOUT_S`` seconds instead of
+      TFDS's minutes of download retries;
+    - the unlabeled settings do not fit the data (the -1 "whole extra unlabeled split" of
+      STL-10 on a dataset without one, or an M1 for a dataset whose extra split is used whole).
+    """
+    from daso_tf.data.long_tailed_data import check_unlabeled_settings
+    from daso_tf.data.sources import TFDS_UNLABELED_SPLITS
+
+    data_dir = data_config.data_dir
     if data_config.source == "folder":
-        data_dir = data_config.data_dir
         if not data_dir or not os.path.isdir(data_dir):
             raise ConfigError(f"data.data_dir={data_dir}: directory not found (data.source=folder expects "
                               "<data_dir>/train/<class>/*.jpg and <data_dir>/test/<class>/*.jpg)")
         if not os.path.isdir(os.path.join(data_dir, "train")):
             raise ConfigError(f"data.data_dir={data_dir} has no train/ subdirectory (expected "
                               "<data_dir>/train/<class>/*.jpg and <data_dir>/test/<class>/*.jpg)")
-    elif data_config.data_dir and not os.path.isdir(data_config.data_dir):
-        raise ConfigError(f"data.data_dir={data_config.data_dir}: directory not found")
+        has_extra_unlabeled = os.path.isdir(os.path.join(data_dir, "unlabeled"))
+        described = f"data.data_dir={data_dir}"
+    else:
+        if data_dir and not os.path.isdir(data_dir):
+            raise ConfigError(f"data.data_dir={data_dir}: directory not found")
+        has_extra_unlabeled = data_config.dataset in TFDS_UNLABELED_SPLITS
+        described = data_config.dataset
+    try:
+        check_unlabeled_settings(has_extra_unlabeled, num_unlabeled_head=data_config.num_unlabeled_head,
+                                 imbalance_unlabeled=data_config.imbalance_unlabeled,
+                                 reverse_unlabeled=data_config.reverse_unlabeled, dataset=described)
+    except ValueError as error:
+        raise ConfigError(f"data.{error}") from None
+    if data_config.source == "tfds":
+        from daso_tf.data.sources import DatasetUnavailableError, check_tfds_available
+
+        try:
+            check_tfds_available(data_config.dataset, data_dir)
+        except DatasetUnavailableError as error:
+            raise ConfigError(f"data.dataset={data_config.dataset}: {error}. Prepare it there on a machine with "
+                              f"network access (e.g. `tfds build {data_config.dataset} --data_dir=<dir>`, then "
+                              "data.data_dir=<dir>), or train from an image-folder copy: "
+                              f"{FOLDER_ALTERNATIVE}") from None
