@@ -22,6 +22,7 @@ _PUBLIC = {
     "load_source": "daso_tf.data.sources",
     "class_counts": "daso_tf.data.splits",
     "long_tailed_split": "daso_tf.data.splits",
+    "resize_images": "daso_tf.data.image_resize",
 }
 
 __all__ = sorted(_PUBLIC)
