@@ -2,8 +2,8 @@
 
 The reference resizes with ``torchvision.transforms.Resize`` on PIL images, i.e. Pillow's
 ``Image.resize(size, BILINEAR)``: a triangle filter stretched by the downscale factor
-(antialiased, unlike ``tf.image.resize``), fixed-point coefficients, horizontal pass first,
-each pass rounded to uint8. ``resize_images`` replays Pillow's ``Resample.c`` operation by
+(antialiased, unlike ``tf.image.resize``), fixed-point coefficients, two separable passes
+each rounded to uint8. ``resize_images`` replays Pillow's ``Resample.c`` operation by
 operation (coefficients in float64 in Pillow's order, 22-bit fixed point, integer sums
 exact in float64), so its output equals PIL's bit for bit (tested on random sizes, up and
 down, square and not).
