@@ -87,9 +87,10 @@ def load_source(dataset, source="tfds", data_dir=None, arrays=None):
             sources (it only names the data).
         source: "tfds" (tensorflow_datasets; STL-10's 'unlabelled' split becomes
             ``unlabeled_images``; a dataset that is neither prepared in ``data_dir`` nor
-            downloadable raises DatasetUnavailableError within seconds), "folder" (``data_dir/train/<class>/*``,
-            ``data_dir/test/<class>/*``, optional ``data_dir/unlabeled/**``; classes sorted
-            by name) or "numpy" (``arrays``: a SourceArrays or a dict of its fields).
+            downloadable raises DatasetUnavailableError within seconds), "folder"
+            (``data_dir/train/<class>/*``, ``data_dir/test/<class>/*``, optional
+            ``data_dir/unlabeled/**``; classes sorted by name) or "numpy" (``arrays``: a
+            SourceArrays or a dict of its fields).
         data_dir: the TFDS data directory or the image-folder root.
     """
     if source not in SOURCES:
@@ -162,7 +163,6 @@ def check_tfds_available(dataset, data_dir=None, timeout=DOWNLOAD_PROBE_TIMEOUT_
     ``load_source`` to download.
     """
     import tensorflow_datasets as tfds
-
     from absl import logging as absl_logging
 
     name = _tfds_name(dataset)
