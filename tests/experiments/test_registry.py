@@ -113,7 +113,8 @@ def test_cpu_experiments_reduce_the_paper_setting(name, reverse, dist_temperatur
     assert (data.num_labeled_head, data.num_unlabeled_head, data.imbalance_labeled, data.imbalance_unlabeled,
             data.reverse_unlabeled) == (1500, 3000, 100, 100, reverse)
     assert (config.model.depth, config.model.width, data.labeled_batch_size, data.unlabeled_ratio) == (28, 1, 32, 2)
-    assert (config.trainer.train_steps, config.algorithm.warmup_steps) == (6000, 3000)
+    assert (config.trainer.train_steps, config.algorithm.warmup_steps, config.trainer.median_window) == (
+        5000, 2500, 5)
     assert (config.trainer.eval_interval, config.trainer.eval_batches) == (500, 0)
     assert config.algorithm.dist_temperature == dist_temperature
     # Everything else is the paper setting's.
