@@ -74,8 +74,10 @@ def test_unlabeled_settings_must_fit_the_data_source(tmp_path):
     # A folder source with an unlabeled/ tree is used like STL-10's extra split.
     for split in ("train/a", "test/a", "unlabeled"):
         (tmp_path / split).mkdir(parents=True)
+        (tmp_path / split / "0.jpg").write_bytes(b"")  # listed by name, never decoded here
     folder = apply_overrides(experiments.get_experiment("cifar10_lt_n500"),
-                             {"data.source": "folder", "data.data_dir": str(tmp_path)})
+                             {"data.source": "folder", "data.data_dir": str(tmp_path),
+                              "data.num_valid_per_class": "0", "data.num_labeled_head": "1"})
     with pytest.raises(ConfigError, match=r"data\.num_unlabeled_head=4000: data\.data_dir=.* has an extra"):
         check_data_source(folder.data)
     apply_overrides(folder, {"data.num_unlabeled_head": "-1", "data.imbalance_unlabeled": "-1"})
