@@ -31,7 +31,7 @@ from daso_tf.training.distribute import (check_divisible, input_pipeline_for_rep
                                          make_strategy, synchronize_batch_norm, task_info,
                                          wrap_train_logs_for_multi_worker)
 from daso_tf.training.evaluation import classification_metrics
-from daso_tf.training.learner_arguments import learner_arguments, learner_record
+from daso_tf.training.learner_arguments import describe_learner, learner_arguments, learner_record
 from daso_tf.training.results import (EvaluationHistory, RESULTS_FILE, TrainingHistory, write_json_atomic,
                                       write_results)
 
@@ -191,7 +191,7 @@ def startup_summary(config, model_dir, mode, strategy, lt_data, model, start_ste
         f"{count_parameters(model):,} trainable parameters, policy {keras.config.dtype_policy().name}, "
         f"XLA {'on' if config.runtime.jit_compile else 'off'}",
     ]
-    lines.append(f"learner    {json.dumps(learner_record(config.algorithm.name, model))}")
+    lines.append(f"learner    {describe_learner(learner_record(config.algorithm.name, model))}")
     not_taken = learner_arguments(config).not_taken
     if not_taken:  # set by the experiment (run.py refuses such keys from the user)
         lines.append(f"           algorithm keys {config.algorithm.name} does not take (set by the experiment; "
