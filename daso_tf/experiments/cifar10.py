@@ -10,9 +10,9 @@ images; estimated 6-8 h on one A100/H100-class GPU with runtime.mixed_precision=
 
 Quick experiments for a first run on a 2-core CPU: ``cifar10_lt_n1500_cpu`` and
 ``cifar10_lt_n1500_reversed_cpu`` are the N1=1500 settings reduced to WRN-28-1, batch 32
-(+ 2x32 unlabeled), 5,000 steps with the DASO warm-up ending at step 2,500, evaluated every
-500 steps on the whole validation and test sets; the reported figure is the median of the
-last 5 evaluations (steps 3,000-5,000). They read the offline CIFAR-10 JPEG copy
+(+ 2x32 unlabeled), 2,000 steps with the DASO warm-up ending at step 1,000, evaluated every
+250 steps on the whole validation and test sets; the reported figure is the median of the
+last 4 evaluations (steps 1,250-2,000). They read the offline CIFAR-10 JPEG copy
 as an image folder (``data.source=folder``) from ``data/cifar10_jpeg``, relative to the
 directory run.py is started in (another place: ``--params_override=data.data_dir=DIR``);
 the copy is a zip of ``train/<class>/*.jpg`` and ``test/<class>/*.jpg``:
@@ -118,22 +118,23 @@ def cifar10_lt_cpu(reverse_unlabeled=False):
     config.data.source, config.data.data_dir = "folder", CPU_DATA_DIR
     config.data.labeled_batch_size = 32
     config.model.depth, config.model.width = 28, 1
-    config.algorithm.warmup_steps = 2500
-    config.trainer.train_steps, config.trainer.eval_interval, config.trainer.eval_batches = 5000, 500, 0
-    config.trainer.median_window = 5
+    config.algorithm.warmup_steps = 1000
+    config.trainer.train_steps, config.trainer.eval_interval, config.trainer.eval_batches = 2000, 250, 0
+    config.trainer.checkpoint_interval = 250
+    config.trainer.median_window = 4
     return config
 
 
 # python run.py --experiment=cifar10_lt_n1500_cpu          (runtime: TO BE MEASURED, result: TO BE MEASURED)
 @register("cifar10_lt_n1500_cpu", paper_top1=None, paper_source="reduced for a CPU, no paper number",
-          description="cifar10_lt_n1500 on a 2-core CPU: WRN-28-1, B=32, 5k steps, warm-up 2.5k, median-5; data/cifar10_jpeg")
+          description="cifar10_lt_n1500 on a 2-core CPU: WRN-28-1, B=32, 2k steps, warm-up 1k, median-4; data/cifar10_jpeg")
 def cifar10_lt_n1500_cpu():
     return cifar10_lt_cpu()
 
 
 # python run.py --experiment=cifar10_lt_n1500_reversed_cpu (runtime: TO BE MEASURED, result: TO BE MEASURED)
 @register("cifar10_lt_n1500_reversed_cpu", paper_top1=None, paper_source="reduced for a CPU, no paper number",
-          description="cifar10_lt_n1500_reversed on a 2-core CPU: WRN-28-1, B=32, 5k steps, warm-up 2.5k, median-5, T_dist=0.3; "
+          description="cifar10_lt_n1500_reversed on a 2-core CPU: WRN-28-1, B=32, 2k steps, warm-up 1k, median-4, T_dist=0.3; "
                       "data/cifar10_jpeg")
 def cifar10_lt_n1500_reversed_cpu():
     return cifar10_lt_cpu(reverse_unlabeled=True)

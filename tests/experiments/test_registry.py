@@ -114,8 +114,9 @@ def test_cpu_experiments_reduce_the_paper_setting(name, reverse, dist_temperatur
             data.reverse_unlabeled) == (1500, 3000, 100, 100, reverse)
     assert (config.model.depth, config.model.width, data.labeled_batch_size, data.unlabeled_ratio) == (28, 1, 32, 2)
     assert (config.trainer.train_steps, config.algorithm.warmup_steps, config.trainer.median_window) == (
-        5000, 2500, 5)
-    assert (config.trainer.eval_interval, config.trainer.eval_batches) == (500, 0)
+        2000, 1000, 4)
+    assert (config.trainer.eval_interval, config.trainer.checkpoint_interval, config.trainer.eval_batches) == (
+        250, 250, 0)
     assert config.algorithm.dist_temperature == dist_temperature
     # Everything else is the paper setting's.
     assert (config.algorithm.threshold, config.algorithm.queue_size, config.algorithm.ema_decay) == (
