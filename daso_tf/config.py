@@ -23,7 +23,7 @@ import typing
 import yaml
 
 from daso_tf._validation import SERVING_MODEL_NAME
-from daso_tf.data.long_tailed_data import SPLIT_PROTOCOLS
+from daso_tf.data.long_tailed_data import SPLIT_PROTOCOLS, WHOLE_UNLABELED_SPLIT
 from daso_tf.provenance import PROVENANCE_KEY, provenance
 
 # Sections whose keys define what is being trained: changing one would silently mix two
@@ -43,8 +43,6 @@ DTYPE_POLICIES = ("float32", "float64")
 # The learning-rate schedules a learner's default_optimizer may offer (ACR: constant or cosine).
 LR_SCHEDULES = ("constant", "cosine")
 CHECKPOINT_CHOICES = ("latest", "best")
-# STL-10's unlabeled set is its whole extra split: num_unlabeled_head / imbalance_unlabeled -1.
-WHOLE_EXTRA_SPLIT = -1
 
 
 class ConfigError(ValueError):
@@ -134,7 +132,8 @@ POSITIVE = greater_than(0)  # temperatures, learning rates, MixUp alpha
 NON_NEGATIVE = at_least(0)  # loss weights, warm-up / ramp-up lengths (0 = none)
 COUNT = at_least(1)  # sizes, ratios, steps, intervals
 RATIO = at_least(1)  # imbalance ratios (head / tail; 1 = balanced)
-WHOLE_EXTRA_SPLIT_ON_STL10 = dict(special=WHOLE_EXTRA_SPLIT, special_when=("data.dataset", "stl10"),
+# STL-10's unlabeled set is its whole extra split: num_unlabeled_head / imbalance_unlabeled -1.
+WHOLE_EXTRA_SPLIT_ON_STL10 = dict(special=WHOLE_UNLABELED_SPLIT, special_when=("data.dataset", "stl10"),
                                   special_text="the whole extra unlabeled split")
 
 
