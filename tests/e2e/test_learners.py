@@ -130,6 +130,7 @@ RUN_OVERRIDES = {
 RUN_OVERRIDES.update({name: "data.num_valid_per_class=0" + (",data.imbalance_unlabeled=1" if gamma_u == 1 else "")
                       for name, (_, gamma_u, _) in ACR_EXPERIMENTS.items()})
 EXPORTED = ("debiaspl", "acr", "acr+cifar10_lt_n500_acr")  # also exported through run.py --mode=export
+REPORTED = ("debiaspl", "acr+cifar10_lt_n500_acr")  # also reported on through run.py --mode=report
 
 # Runs run.py's main (absl flags parsed as on the command line) once per argv, all in one
 # process, so the learners share one TensorFlow start-up; reports exit code and output.
@@ -175,13 +176,20 @@ def learner_runs(tmp_path_factory, cifar_folder):
         names.append(f"export:{name}")
         argvs.append([f"--experiment={experiment(name)}", f"--model_dir={root / name}", "--mode=export",
                       f"--export_dir={root / ('export_' + name)}"])
+    for name in REPORTED:
+        names.append(f"report:{name}")
+        argvs.append([f"--experiment={experiment(name)}", f"--model_dir={root / name}", "--mode=report"])
     report_path = root / "report.json"
     done = subprocess.run([sys.executable, "-c", DRIVER, str(report_path)], input=json.dumps(argvs), cwd=REPO_ROOT,
                           env=run_env(), capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     reports = json.loads(report_path.read_text())
-    return {name: (root / ("export_" + name[7:] if name.startswith("export:") else name), report)
-            for name, report in zip(names, reports)}
+
+    def directory(name):
+        kind, _, learner = name.rpartition(":")
+        return root / (("export_" if kind == "export" else "") + learner)
+
+    return {name: (directory(name), report) for name, report in zip(names, reports)}
 
 
 def test_reference_table_covers_every_registered_learner():
@@ -282,6 +290,21 @@ def test_debiaspl_and_acr_export_through_run_py(learner_runs, name):
         images=tf.constant(np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3)), tf.uint8))
     assert outputs["probabilities"].shape == (3, 10)
     np.testing.assert_allclose(np.sum(outputs["probabilities"], axis=-1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", REPORTED)
+def test_debiaspl_and_acr_runs_are_reported_on(learner_runs, name):
+    # ACR's protocol: no validation set, and -2 (labeled images) in the unlabeled ground truth
+    model_dir, report = learner_runs[f"report:{name}"]
+    assert report["code"] == 0, report["stderr"][-3000:]
+    learner = name.split("+")[0]
+    experiment = ACR_EXPERIMENTS[name][0] if name in ACR_EXPERIMENTS else EXPERIMENT
+    page = (model_dir / "report" / "report.html").read_text()
+    assert f"{learner} {experiment} seed {SEED}" in page
+    drawn = ["losses", "mask_rate"] + (["accuracy"] if name in ACR_EXPERIMENTS else [])  # debiaspl: --mode=train
+    for stem in drawn:
+        assert f"href='{stem}.png'" in page and (model_dir / "report" / f"{stem}.png").stat().st_size > 0
 
 
 # --------------------------------------------------------------------------- bad input
