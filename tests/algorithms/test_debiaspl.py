@@ -3,6 +3,7 @@ pseudo-labels are debiased with the PREVIOUS q_hat and the margin uses the updat
 a NumPy re-implementation of the authors' update computes it (the USB bug, a scalar mean 1/K
 that leaves q_hat uniform and the method equal to FixMatch, cannot pass)."""
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -24,6 +25,7 @@ def _batch(seed, labeled=4, unlabeled=12):
 
 
 def _model():
+    keras.utils.set_random_seed(0)  # the heads' initial weights: the same data in any test order
     model = daso_tf.DebiasPL(dense_backbone(), NUM_CLASSES, normalization=((0.5,) * 3, (0.25,) * 3),
                              labeled_class_counts=[8, 4, 2, 1], debias_tau=TAU, qhat_momentum=MOMENTUM,
                              threshold=THRESHOLD)
