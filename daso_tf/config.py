@@ -219,6 +219,13 @@ class AlgorithmConfig:
     lambda_rot: typing.Optional[float] = learner_option(NON_NEGATIVE)
     distribution_alignment: typing.Optional[bool] = learner_option()
     alignment_history: typing.Optional[int] = learner_option(COUNT)
+    # PseudoLabel: ramp-up over rampup_ratio * trainer.train_steps
+    rampup_ratio: typing.Optional[float] = learner_option(NON_NEGATIVE)
+    # USADTM (threshold: cosine; warmup_steps: before pseudo-labels)
+    lambda_uc: typing.Optional[float] = learner_option(NON_NEGATIVE)
+    # cRT: class-aware labeled sampling; the finished run whose online encoder is re-trained on
+    sampler_beta: typing.Optional[float] = learner_option(PROBABILITY)
+    base_run: typing.Optional[str] = learner_option()
     # the optimiser (the learner's default_optimizer)
     learning_rate: typing.Optional[float] = learner_option(POSITIVE)
     momentum: typing.Optional[float] = learner_option(DECAY)

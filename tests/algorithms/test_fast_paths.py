@@ -192,3 +192,18 @@ def test_augment_on_device_config_and_errors(lt_data):
     with pytest.raises(ValueError, match="augment_on_device=True needs batches"):
         model.augment_raw_batch(host_batch, tf.constant(0, tf.int64))
     assert pipeline.augmentation_keys(SEED, 0, 2).shape == (3, 2)
+
+
+@pytest.mark.parametrize("algorithm", ["usadtm", "pseudo_label"])
+def test_device_augmentation_makes_the_views_the_learner_asks_for(lt_data, algorithm):
+    # USADTM's (identity, weak, strong) and PseudoLabel's (weak,): the host stream's images.
+    model = make_model(algorithm, augment_on_device=True, augment_seed=SEED, labeled_class_counts=[4] * CLASSES)
+    views = model.unlabeled_views
+    (x_l, y_l), host_views = next(iter(stream(lt_data, unlabeled_views=views, with_unlabeled_labels=True)))
+    raw = next(iter(raw_stream(lt_data, with_unlabeled_labels=True)))
+    (dev_x, dev_y), dev_views = tf.function(model.augment_raw_batch)(raw, tf.constant(0, tf.int64))
+    assert len(dev_views) == len(views) + 1  # + u_true
+    for device_view, host_view in zip((dev_x, dev_y) + tuple(dev_views), (x_l, y_l) + tuple(host_views)):
+        np.testing.assert_array_equal(device_view.numpy(), host_view.numpy())
+    if "identity" in views:
+        np.testing.assert_array_equal(dev_views[views.index("identity")].numpy(), raw[1][0].numpy())

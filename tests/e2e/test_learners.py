@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from daso_tf.algorithms import ALGORITHMS
@@ -87,6 +88,22 @@ REFERENCE = {
          "ema_decay": 0.999, "seed": SEED, "warmup_steps": 5000, "queue_size": 256,
          "histogram_period": 100, "dist_temperature": 1.5, "proto_temperature": 0.05, "lambda_align": 1.0,
          "total_steps": TRAIN_STEPS}, SSL_OPTIMIZER),
+    # pseudolabel.yaml: CONFIDENCE_THRESHOLD 0.95, UNLABELED_LOSS_WEIGHT 1.0, linear ramp-up over
+    # CONS_RAMPUP_ITERS_RATIO 0.4 of SOLVER.MAX_ITER (the run's length); EMA_DECAY 0.999
+    "pseudo_label": (
+        {"threshold": 0.95, "lambda_u": 1.0, "rampup_ratio": 0.4, "total_steps": TRAIN_STEPS,
+         "ema_decay": 0.999}, SSL_OPTIMIZER),
+    # defaults.py USADTM: DTM_THRES 0.85, UC_LOSS_WEIGHT 0.1, PRETRAIN_STEPS 500;
+    # UNLABELED_LOSS_WEIGHT 1.0 (with a cross-entropy unlabeled loss); EMA_DECAY 0.999
+    "usadtm": (
+        {"threshold": 0.85, "lambda_u": 1.0, "lambda_uc": 0.1, "warmup_steps": 500, "ema_decay": 0.999},
+        SSL_OPTIMIZER),
+    # classifier_retraining.py + defaults.py: SAMPLER_BETA 0.999 (ClassAwareSampler), the plain SGD
+    # (BASE_LR 0.03, no scheduler); evaluates the online model (ema_decay 0: the EMA copy is it);
+    # base_run = the finished run (here the daso run)
+    "crt": (
+        {"sampler_beta": 0.999, "base_run": "<the daso run>", "ema_decay": 0.0, "logit_adjust": False,
+         "logit_adjust_tau": 1.0}, SSL_OPTIMIZER),
 }
 # What get_config() records besides the hyper-parameters (Keras' own keys and the data's).
 RUN_KEYS = {"name", "trainable", "dtype", "num_classes", "normalization", "labeled_class_counts", "class_names"}
@@ -94,6 +111,13 @@ RUN_OVERRIDES = {
     "daso+abc": "algorithm.name=daso,algorithm.abc=true",
     # a key the user sets that the learner does not take (refused; shares the process's start-up)
     "refused": "algorithm.name=fixmatch,algorithm.warmup_steps=10",
+    # cRT on the finished daso run (run after it: {root} is the runs' directory)
+    "crt": "algorithm.name=crt,algorithm.base_run={root}/daso",
+    # cRT refusals: no base run, another split, an unfinished base run, base_run for another learner
+    "crt_without_base_run": "algorithm.name=crt",
+    "crt_other_split": "algorithm.name=crt,algorithm.base_run={root}/daso,data.seed=1",
+    "crt_unfinished_base_run": "algorithm.name=crt,algorithm.base_run={root}/unfinished",
+    "fixmatch_with_base_run": "algorithm.name=fixmatch,algorithm.base_run={root}/daso",
 }
 
 # Runs run.py's main (absl flags parsed as on the command line) once per argv, all in one
@@ -125,11 +149,18 @@ with open(sys.argv[1], "w") as f:
 @pytest.fixture(scope="module")
 def learner_runs(tmp_path_factory, cifar_folder):
     """{learner: (model_dir, report)}: every registered learner (and DASO + ABC) trained 2 steps."""
+    from daso_tf.config import apply_overrides, parse_overrides, write_params
+    import experiments
+
     root = tmp_path_factory.mktemp("learners")
-    names = sorted(ALGORITHMS) + list(RUN_OVERRIDES)
+    data = f"data.source=folder,data.data_dir={cifar_folder},{TINY}"
+    # a run that never reached its last step: params.yaml, no checkpoint
+    (root / "unfinished").mkdir()
+    write_params(apply_overrides(experiments.get_experiment(EXPERIMENT), parse_overrides(data)), str(root / "unfinished"))
+    names = [name for name in sorted(ALGORITHMS) if name not in RUN_OVERRIDES] + list(RUN_OVERRIDES)
     argvs = [[f"--experiment={EXPERIMENT}", f"--model_dir={root / name}", "--mode=train",
-              f"--params_override=data.source=folder,data.data_dir={cifar_folder},{TINY},"
-              + RUN_OVERRIDES.get(name, f"algorithm.name={name}")] for name in names]
+              f"--params_override={data},"
+              + RUN_OVERRIDES.get(name, f"algorithm.name={name}").format(root=root)] for name in names]
     report_path = root / "report.json"
     done = subprocess.run([sys.executable, "-c", DRIVER, str(report_path)], input=json.dumps(argvs), cwd=REPO_ROOT,
                           env=run_env(), capture_output=True, text=True, timeout=900)
@@ -152,6 +183,8 @@ def test_learner_trains_with_its_reference_hyperparameters(learner_runs, name):
     learner = results["learner"]
     assert learner["name"] == name.split("+")[0]
     expected_config, expected_optimizer = REFERENCE[name]
+    if name == "crt":
+        expected_config = dict(expected_config, base_run=str(model_dir.parent / "daso"))
     recorded = learner["config"]
     assert "backbone" not in recorded
     assert {key: recorded[key] for key in set(recorded) - RUN_KEYS} == expected_config
@@ -191,6 +224,72 @@ def test_daso_with_abc_trains_through_run_py(learner_runs):
     names = checkpoint.get_variable_to_shape_map()
     assert "model/ema_network/abc_classifier/_kernel/.ATTRIBUTES/VARIABLE_VALUE" in names
     assert "model/seed_state/.ATTRIBUTES/VARIABLE_VALUE" in names
+
+
+def restored_network(checkpoint_path, network):
+    """The (backbone, classifier) weights of ``model.<network>`` in a run's checkpoint, read
+    through TensorFlow's object graph into a fresh WRN-10-1 and Dense head (checkpoint keys
+    name a variable by its shortest path, which differs between learners)."""
+    import keras
+    import tensorflow as tf
+
+    from daso_tf.models import WideResNet
+
+    backbone = WideResNet(10, 1, input_shape=(32, 32, 3))
+    classifier = keras.layers.Dense(10)
+    classifier.build((None, backbone.output_shape[-1]))
+    parts = tf.train.Checkpoint(backbone=backbone, classifier=classifier)
+    tf.train.Checkpoint(model=tf.train.Checkpoint(**{network: parts})).read(
+        str(checkpoint_path)).expect_partial().assert_existing_objects_matched()
+    return ({w.path: w.numpy() for w in backbone.weights}, [w.numpy() for w in classifier.weights])
+
+
+@pytest.mark.slow
+def test_crt_retrains_a_fresh_classifier_on_the_base_runs_online_encoder(learner_runs):
+    base_dir, _ = learner_runs["daso"]
+    model_dir, report = learner_runs["crt"]
+    assert report["code"] == 0, report["stderr"][-3000:]
+    base_checkpoint = base_dir / "checkpoints" / f"ckpt-{TRAIN_STEPS:09d}" / "ckpt"
+    assert f"encoder loaded from {base_checkpoint}" in report["stdout"]
+    results = json.loads((model_dir / "results.json").read_text())
+    base_results = json.loads((base_dir / "results.json").read_text())
+    assert results["config"]["data"] == base_results["config"]["data"]  # the base run's split
+    assert results["finished"] is True
+    crt_checkpoint = model_dir / "checkpoints" / f"ckpt-{TRAIN_STEPS:09d}" / "ckpt"
+    base_online, base_classifier = restored_network(base_checkpoint, "online_network")
+    base_ema, _ = restored_network(base_checkpoint, "ema_network")
+    crt_online, crt_classifier = restored_network(crt_checkpoint, "online_network")
+    crt_ema, crt_ema_classifier = restored_network(crt_checkpoint, "ema_network")
+    statistics = [path for path in crt_online if "moving_" in path]
+    assert statistics and len(crt_online) > 2 * len(statistics)
+    for path, value in crt_online.items():
+        # frozen weights: the base run's ONLINE ones; BatchNorm statistics kept updating (training mode)
+        assert np.array_equal(value, base_online[path]) != (path in statistics), path
+        np.testing.assert_array_equal(crt_ema[path], value)  # evaluated network = the online one (ema_decay 0)
+    assert any(not np.array_equal(base_ema[path], base_online[path]) for path in base_online)  # not the EMA
+    assert not np.allclose(crt_classifier[0], base_classifier[0])  # a fresh classifier
+    np.testing.assert_array_equal(crt_ema_classifier[0], crt_classifier[0])
+
+
+CRT_REFUSALS = {
+    "crt_without_base_run": "run.py: error: algorithm.base_run=None: learner 'crt' (algorithm.name) re-trains on a "
+                            "finished run's encoder; set algorithm.base_run=<its --model_dir>",
+    "crt_other_split": "the base run has another data split or backbone: data.seed (base run 0, this run 1); use "
+                       "the base run's --experiment and data.*/model.* overrides",
+    "crt_unfinished_base_run": "the run is not finished (no checkpoint; its final checkpoint is step 2, "
+                               "trainer.train_steps); finish it first",
+    "fixmatch_with_base_run": "learner 'fixmatch' (algorithm.name) does not take this key",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(CRT_REFUSALS))
+def test_crt_refuses_a_missing_unfinished_or_different_base_run(learner_runs, name):
+    model_dir, report = learner_runs[name]
+    assert report["code"] == 2, report["stderr"][-3000:]
+    (error,) = error_lines(report["stderr"])
+    assert CRT_REFUSALS[name] in error and "Traceback" not in report["stderr"]
+    assert not model_dir.exists()
 
 
 # --------------------------------------------------------------------------- bad input
