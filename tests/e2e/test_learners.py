@@ -111,6 +111,9 @@ RUN_OVERRIDES = {
     "daso+abc": "algorithm.name=daso,algorithm.abc=true",
     # a key the user sets that the learner does not take (refused; shares the process's start-up)
     "refused": "algorithm.name=fixmatch,algorithm.warmup_steps=10",
+    # the README's commands: the reference's unlabeled ratio 1
+    "pseudo_label": "algorithm.name=pseudo_label,data.unlabeled_ratio=1",
+    "usadtm": "algorithm.name=usadtm,data.unlabeled_ratio=1",
     # cRT on the finished daso run (run after it: {root} is the runs' directory)
     "crt": "algorithm.name=crt,algorithm.base_run={root}/daso",
     # cRT refusals: no base run, another split, an unfinished base run, base_run for another learner
@@ -161,6 +164,10 @@ def learner_runs(tmp_path_factory, cifar_folder):
     argvs = [[f"--experiment={EXPERIMENT}", f"--model_dir={root / name}", "--mode=train",
               f"--params_override={data},"
               + RUN_OVERRIDES.get(name, f"algorithm.name={name}").format(root=root)] for name in names]
+    # the cRT run's own export (its params.yaml holds everything)
+    names.append("crt_export")
+    argvs.append([f"--experiment={EXPERIMENT}", f"--model_dir={root / 'crt'}", "--mode=export",
+                  f"--export_dir={root / 'crt_export'}"])
     report_path = root / "report.json"
     done = subprocess.run([sys.executable, "-c", DRIVER, str(report_path)], input=json.dumps(argvs), cwd=REPO_ROOT,
                           env=run_env(), capture_output=True, text=True, timeout=900)
@@ -180,6 +187,8 @@ def test_learner_trains_with_its_reference_hyperparameters(learner_runs, name):
     assert report["code"] == 0, report["stderr"][-3000:]
     results = json.loads((model_dir / "results.json").read_text())
     assert results["finished"] is True and results["step"] == TRAIN_STEPS
+    if name in ("pseudo_label", "usadtm"):  # the README's command: the reference's mu = 1
+        assert results["config"]["data"]["unlabeled_ratio"] == 1
     learner = results["learner"]
     assert learner["name"] == name.split("+")[0]
     expected_config, expected_optimizer = REFERENCE[name]
@@ -255,6 +264,9 @@ def test_crt_retrains_a_fresh_classifier_on_the_base_runs_online_encoder(learner
     base_results = json.loads((base_dir / "results.json").read_text())
     assert results["config"]["data"] == base_results["config"]["data"]  # the base run's split
     assert results["finished"] is True
+    _, export = learner_runs["crt_export"]
+    assert export["code"] == 0, export["stderr"][-3000:]
+    assert (model_dir.parent / "crt_export" / EXPERIMENT / "1" / "saved_model.pb").is_file()
     crt_checkpoint = model_dir / "checkpoints" / f"ckpt-{TRAIN_STEPS:09d}" / "ckpt"
     base_online, base_classifier = restored_network(base_checkpoint, "online_network")
     base_ema, _ = restored_network(base_checkpoint, "ema_network")
