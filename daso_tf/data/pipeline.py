@@ -48,7 +48,7 @@ def index_batches(num_examples, batch_size, seed, start_step=0, stream=_LABELED,
         if log_weights.shape[1] != num_examples:
             raise ValueError(f"example_weights must hold {num_examples} weights; got {log_weights.shape[1]}.")
 
-    def permutation(epoch):
+    def epoch_draw(epoch):
         if example_weights is not None:
             return tf.random.stateless_categorical(
                 log_weights, num_examples, _fold(stream_seed, epoch), dtype=tf.int64)[0]
@@ -58,8 +58,8 @@ def index_batches(num_examples, batch_size, seed, start_step=0, stream=_LABELED,
     start = int(start_step) * int(batch_size)
     first_epoch, offset = divmod(start, int(num_examples))
     first = tf.data.Dataset.from_tensors(tf.constant(first_epoch, tf.int64)).map(
-        lambda epoch: permutation(epoch)[offset:])
-    rest = tf.data.Dataset.range(first_epoch + 1, _MAX_EPOCHS).map(permutation)
+        lambda epoch: epoch_draw(epoch)[offset:])
+    rest = tf.data.Dataset.range(first_epoch + 1, _MAX_EPOCHS).map(epoch_draw)
     return first.concatenate(rest).unbatch().batch(batch_size, drop_remainder=True)
 
 

@@ -63,13 +63,13 @@ def check_base_run(config, model_dir):
     base_run = config.algorithm.base_run
     if not takes_base_run(config):
         return
+    if base_run is not None and os.path.abspath(base_run) == os.path.abspath(model_dir):
+        raise ConfigError(f"algorithm.base_run={base_run}: is this run's own --model_dir; use a new --model_dir")
     if CheckpointManager(None, checkpoint_directory(model_dir)).checkpoint_steps():
         return  # resuming: the run's own checkpoint holds the encoder
     if base_run is None:
         raise ConfigError(f"algorithm.base_run=None: learner {config.algorithm.name!r} (algorithm.name) re-trains "
                           "on a finished run's encoder; set algorithm.base_run=<its --model_dir>")
-    if os.path.abspath(base_run) == os.path.abspath(model_dir):
-        raise ConfigError(f"algorithm.base_run={base_run}: is this run's own --model_dir; use a new --model_dir")
     final_checkpoint(base_run)
     stored, requested = read_params(base_run).flat(), config.flat()
     differences = [(key, stored[key], requested[key]) for key in SPLIT_KEYS + ENCODER_KEYS

@@ -168,6 +168,12 @@ def learner_runs(tmp_path_factory, cifar_folder):
     names.append("crt_export")
     argvs.append([f"--experiment={EXPERIMENT}", f"--model_dir={root / 'crt'}", "--mode=export",
                   f"--export_dir={root / 'crt_export'}"])
+    # a second cRT run, extended by one step: it resumes from its own checkpoint, not the base run
+    crt = f"--params_override={data}," + RUN_OVERRIDES["crt"].format(root=root)
+    names += ["crt_first", "crt_extended"]
+    argvs += [[f"--experiment={EXPERIMENT}", f"--model_dir={root / 'crt_twice'}", "--mode=train", crt],
+              [f"--experiment={EXPERIMENT}", f"--model_dir={root / 'crt_twice'}", "--mode=train",
+               crt + f",trainer.train_steps={TRAIN_STEPS + 1}"]]
     report_path = root / "report.json"
     done = subprocess.run([sys.executable, "-c", DRIVER, str(report_path)], input=json.dumps(argvs), cwd=REPO_ROOT,
                           env=run_env(), capture_output=True, text=True, timeout=900)
@@ -281,6 +287,17 @@ def test_crt_retrains_a_fresh_classifier_on_the_base_runs_online_encoder(learner
     assert any(not np.array_equal(base_ema[path], base_online[path]) for path in base_online)  # not the EMA
     assert not np.allclose(crt_classifier[0], base_classifier[0])  # a fresh classifier
     np.testing.assert_array_equal(crt_ema_classifier[0], crt_classifier[0])
+
+
+@pytest.mark.slow
+def test_an_extended_crt_run_resumes_from_its_own_checkpoint(learner_runs):
+    root, first = learner_runs["crt_first"]
+    root = root.parent
+    _, extended = learner_runs["crt_extended"]
+    assert first["code"] == 0 and extended["code"] == 0, extended["stderr"][-3000:]
+    assert "encoder loaded from" in first["stdout"] and "encoder loaded from" not in extended["stdout"]
+    assert f"(resuming from step {TRAIN_STEPS})" in extended["stdout"]
+    assert json.loads((root / "crt_twice" / "results.json").read_text())["step"] == TRAIN_STEPS + 1
 
 
 CRT_REFUSALS = {
