@@ -11,7 +11,7 @@ Per step t (0-based), with ONE weak view u_w of the unlabeled images:
   loss     = loss_x + loss_u
 The same logits of the same view are the target (without gradient) and the prediction.
 No strong augmentation. The reference config's ramp-up is linear (its defaults.py says "exp";
-pseudolabel.yaml overrides it) and its unlabeled ratio is 1 (``data.unlabeled_ratio=1``).
+pseudolabel.yaml overrides it) and its unlabeled ratio is 1 (run.py: ``data.unlabeled_ratio=1``).
 
 Unlabeled views: ("weak",); a batch in the standard (u_w, u_s) layout uses u_w only.
 """

@@ -23,7 +23,7 @@ Where the reference crashes or cannot run as shipped, daso_tf does what it evide
 built): the prototypes come from the online network's features (its only implemented
 branch); its default unlabeled loss (MSE) cannot take hard labels: loss_u is the masked
 cross-entropy above; ``WARMUP_CLUSTER_LOSS`` sets a flag nothing reads: loss_uc is on from
-step 0. The unlabeled ratio is 1 (``data.unlabeled_ratio=1``).
+step 0. The reference's unlabeled ratio is 1 (run.py: ``data.unlabeled_ratio=1``).
 
 Under several replicas the banks see the all-gathered labeled batch (identical on every
 replica); the IIC joint distribution is each replica's own (local batch).
