@@ -23,6 +23,7 @@ import typing
 import yaml
 
 from daso_tf._validation import SERVING_MODEL_NAME
+from daso_tf.data.long_tailed_data import WHOLE_UNLABELED_SPLIT
 from daso_tf.provenance import PROVENANCE_KEY, provenance
 
 # Sections whose keys define what is being trained: changing one would silently mix two
@@ -40,8 +41,6 @@ DISTRIBUTION_STRATEGIES = ("default", "mirrored", "multi_worker_mirrored")
 MIXED_PRECISION_CHOICES = ("none", "auto", "mixed_bfloat16", "mixed_float16")
 DTYPE_POLICIES = ("float32", "float64")
 CHECKPOINT_CHOICES = ("latest", "best")
-# STL-10's unlabeled set is its whole extra split: num_unlabeled_head / imbalance_unlabeled -1.
-WHOLE_EXTRA_SPLIT = -1
 
 
 class ConfigError(ValueError):
@@ -131,7 +130,8 @@ POSITIVE = greater_than(0)  # temperatures, learning rates, MixUp alpha
 NON_NEGATIVE = at_least(0)  # loss weights, warm-up / ramp-up lengths (0 = none)
 COUNT = at_least(1)  # sizes, ratios, steps, intervals
 RATIO = at_least(1)  # imbalance ratios (head / tail; 1 = balanced)
-WHOLE_EXTRA_SPLIT_ON_STL10 = dict(special=WHOLE_EXTRA_SPLIT, special_when=("data.dataset", "stl10"),
+# STL-10's unlabeled set is its whole extra split: num_unlabeled_head / imbalance_unlabeled -1.
+WHOLE_EXTRA_SPLIT_ON_STL10 = dict(special=WHOLE_UNLABELED_SPLIT, special_when=("data.dataset", "stl10"),
                                   special_text="the whole extra unlabeled split")
 
 
