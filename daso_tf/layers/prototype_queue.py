@@ -1,7 +1,7 @@
 """Class-wise FIFO feature queue and its prototypes (DASO's "balanced prototypes").
 
 Reference semantics (ytaek-oh/daso ``lib/models/feature_queue.py``; DASO's
-``bal_queue=True`` and USADTM's per-class sizes):
+``bal_queue=True``, docs/algorithm.md section 1, and USADTM's per-class sizes):
 - every class keeps the most recent ``size`` features pushed for it (the same length
   for every class, DASO), or ``size[k]`` for class k (USADTM's banks of 5 N_k), in push
   order;
@@ -12,7 +12,7 @@ Reference semantics (ytaek-oh/daso ``lib/models/feature_queue.py``; DASO's
 The state lives in non-trainable variables (checkpointed with the model) created with
 ``aggregation="only_first_replica"``: under ``tf.distribute.MirroredStrategy`` the
 caller all-gathers the global batch first and every replica then computes and assigns
-the same new value (spec/TF_NOTES.md). The update is one vectorised, functional
+the same new value (docs/algorithm.md section 6). The update is one vectorised, functional
 computation (gathers + ``assign``), so it runs inside ``tf.function`` and XLA.
 """
 
