@@ -239,6 +239,13 @@ class AlgorithmConfig:
     estimation_start_step: typing.Optional[int] = learner_option(NON_NEGATIVE)
     ema_warmup: typing.Optional[bool] = learner_option()
     ema_copy_batch_norm: typing.Optional[bool] = learner_option()
+    # PseudoLabel: ramp-up over rampup_ratio * trainer.train_steps
+    rampup_ratio: typing.Optional[float] = learner_option(NON_NEGATIVE)
+    # USADTM (threshold: cosine; warmup_steps: before pseudo-labels)
+    lambda_uc: typing.Optional[float] = learner_option(NON_NEGATIVE)
+    # cRT: class-aware labeled sampling; the finished run whose online encoder is re-trained on
+    sampler_beta: typing.Optional[float] = learner_option(PROBABILITY)
+    base_run: typing.Optional[str] = learner_option()
     # the optimiser (the learner's default_optimizer)
     lr_schedule: typing.Optional[str] = learner_option(one_of(*LR_SCHEDULES))
     decay_bias_and_norm: typing.Optional[bool] = learner_option()

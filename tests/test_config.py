@@ -121,7 +121,7 @@ def test_read_params_missing_returns_none(tmp_path):
 
 # ----------------------------------------------------------------------------- value constraints
 
-FREE_TEXT_KEYS = {"data.data_dir", "export.export_dir"}  # paths: checked where they are used
+FREE_TEXT_KEYS = {"data.data_dir", "export.export_dir", "algorithm.base_run"}  # paths: checked where they are used
 
 
 def test_every_non_boolean_key_declares_what_it_allows():
@@ -146,6 +146,9 @@ def test_every_non_boolean_key_declares_what_it_allows():
     ("algorithm.lambda_u", ["0", "100"], ["-1"], "expected a number >= 0"),
     ("algorithm.queue_size", ["1"], ["0"], "expected an integer >= 1"),
     ("algorithm.warmup_steps", ["0", "5000"], ["-1"], "expected an integer >= 0"),
+    ("algorithm.sampler_beta", ["0", "0.999", "1"], ["1.5", "-0.1"], "expected a number in [0, 1]"),
+    ("algorithm.rampup_ratio", ["0", "0.4"], ["-0.4"], "expected a number >= 0"),
+    ("algorithm.lambda_uc", ["0", "0.1"], ["-0.1"], "expected a number >= 0"),
     ("data.imbalance_labeled", ["1", "150"], ["0.5", "-1"], "expected a number >= 1"),
     ("data.num_unlabeled_head", ["1"], ["0", "-1"], "or -1 (the whole extra unlabeled split) with data.dataset=stl10"),
     ("data.augmentation", ["reference", "keras_cv", "keras"], ["bogus"], "expected one of reference, keras_cv, keras"),

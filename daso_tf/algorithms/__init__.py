@@ -2,6 +2,7 @@
 
 from daso_tf.algorithms.acr import ACR
 from daso_tf.algorithms.base import SemiSupervisedModel
+from daso_tf.algorithms.crt import CRT
 from daso_tf.algorithms.daso import DASO
 from daso_tf.algorithms.debiaspl import DebiasPL
 from daso_tf.algorithms.fixmatch import FixMatch
@@ -10,9 +11,11 @@ from daso_tf.algorithms.mean_teacher import MeanTeacher
 from daso_tf.algorithms.mean_teacher_daso import MeanTeacherDASO
 from daso_tf.algorithms.mixmatch import MixMatch
 from daso_tf.algorithms.mixmatch_daso import MixMatchDASO
+from daso_tf.algorithms.pseudo_label import PseudoLabel
 from daso_tf.algorithms.remixmatch import ReMixMatch
 from daso_tf.algorithms.remixmatch_daso import ReMixMatchDASO
 from daso_tf.algorithms.supervised import Supervised
+from daso_tf.algorithms.usadtm import USADTM
 
 ALGORITHMS = {
     "fixmatch": FixMatch,
@@ -27,6 +30,9 @@ ALGORITHMS = {
     "mixmatch_daso": MixMatchDASO,
     "debiaspl": DebiasPL,
     "acr": ACR,
+    "pseudo_label": PseudoLabel,
+    "usadtm": USADTM,
+    "crt": CRT,
 }
 
 
@@ -39,6 +45,6 @@ def get_algorithm(name):
             f"Unknown algorithm {name!r}; known: {', '.join(sorted(ALGORITHMS))}.") from None
 
 
-__all__ = ["ACR", "ALGORITHMS", "DASO", "DebiasPL", "FixMatch", "FixMatchABC", "MeanTeacher", "MeanTeacherDASO",
-           "MixMatch", "MixMatchDASO", "ReMixMatch", "ReMixMatchDASO", "SemiSupervisedModel",
-           "Supervised", "get_algorithm"]
+__all__ = ["ACR", "ALGORITHMS", "CRT", "DASO", "DebiasPL", "FixMatch", "FixMatchABC", "MeanTeacher",
+           "MeanTeacherDASO", "MixMatch", "MixMatchDASO", "PseudoLabel", "ReMixMatch", "ReMixMatchDASO",
+           "SemiSupervisedModel", "Supervised", "USADTM", "get_algorithm"]

@@ -26,6 +26,7 @@ import tensorflow as tf
 from daso_tf.config import write_params
 from daso_tf.provenance import provenance
 from daso_tf.training import callbacks as callbacks_lib
+from daso_tf.training.base_run import final_checkpoint
 from daso_tf.training.checkpoints import CheckpointManager
 from daso_tf.training.distribute import (check_divisible, input_pipeline_for_replicas, is_chief,
                                          make_strategy, synchronize_batch_norm, task_info,
@@ -292,6 +293,12 @@ class TrainingRun:
         config, trainer = self.config, self.config.trainer
         self.t0 = time.perf_counter()
         restored = self.checkpoints.restore_latest()
+        base_run = getattr(self.model, "base_run", None)
+        if restored is None and base_run is not None:
+            # A fresh cRT run: the encoder of the base run's final checkpoint (checked by run.py).
+            base_checkpoint = final_checkpoint(base_run)
+            self.model.load_encoder(base_checkpoint)
+            self.log(f"encoder loaded from {base_checkpoint}")
         start_step = int(self.model.step.numpy())
         if restored is not None and restored != start_step:
             raise RuntimeError(f"checkpoint {restored} holds step {start_step}; the checkpoint directory is inconsistent")
@@ -360,10 +367,12 @@ class TrainingRun:
             start_step=start_step,
             with_unlabeled_labels=known,
             # e.g. ("weak", "strong", "strong") for ReMixMatch; FixMatch/DASO: weak + strong.
-            # (Supervised uses none; one weak view keeps the batch structure uniform.)
+            # (Supervised and cRT use none; one weak view keeps the batch structure uniform.)
             unlabeled_views=tuple(getattr(self.model, "unlabeled_views", ("weak", "strong"))) or ("weak",),
             # raw uint8 batches; the model's train step augments them with the same keys.
             augment_on_device=self.config.runtime.augment_on_device,
+            # cRT: class-aware labeled batches (None: without replacement, every epoch reshuffled).
+            class_aware_beta=self.model.sampler_beta,
         )
 
     # ---------------------------------------------------------------- eval / export
