@@ -14,6 +14,8 @@ import typing
 
 import yaml
 
+from daso_tf import io_utils
+
 # Sections whose keys define what is being trained: changing one would silently mix two
 # different experiments in one model_dir, so a resume with a different value is refused.
 # trainer/runtime/export keys may change between runs of the same model_dir.
@@ -134,6 +136,9 @@ class ExportConfig:
     version: typing.Optional[int] = None  # default: next free integer
     checkpoint: str = "latest"  # latest | best (best validation top-1)
     overwrite: bool = False
+    # Largest image (height x width) the signatures accept (encoded images: checked from
+    # their headers, before decoding); None: 4096 x 4096.
+    max_image_pixels: typing.Optional[int] = None
 
 
 @dataclasses.dataclass
@@ -187,6 +192,8 @@ class ExperimentConfig:
             "trainer.log_interval": self.trainer.log_interval,
             "trainer.median_window": self.trainer.median_window,
         }
+        if self.export.max_image_pixels is not None:
+            positive["export.max_image_pixels"] = self.export.max_image_pixels
         for key, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"{key}={value}: expected a positive number")
@@ -412,13 +419,9 @@ def params_path(model_dir):
 
 
 def write_params(config, model_dir):
-    """Writes ``<model_dir>/params.yaml`` atomically (temp file + rename)."""
-    path = params_path(model_dir)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        yaml.safe_dump(config.to_dict(), f, sort_keys=False, default_flow_style=False)
-    os.replace(tmp, path)
-    return path
+    """Writes ``<model_dir>/params.yaml`` durably and atomically (``io_utils.write_atomic``)."""
+    text = yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=False)
+    return io_utils.write_atomic(params_path(model_dir), text)
 
 
 def read_params(model_dir):

@@ -1,33 +1,47 @@
 """``<model_dir>/results.json``: what a run reports (written by the chief only).
 
 Rewritten after every evaluation (``finished: false``) and at the end of training, always
-atomically (temp file + rename), so a killed run leaves a readable file. On resume the
-history is reloaded and cut at the restored step: evaluations after the last checkpoint
-are recomputed identically by the resumed run.
+durably and atomically (``io_utils.write_json``), so a killed run leaves a readable file.
+On resume the history is reloaded and cut at the restored step: evaluations after the
+last checkpoint are recomputed identically by the resumed run. A results.json that exists
+but cannot be read stops the resume with an error naming it (the median-20 history it
+holds is never reset silently).
 """
 
 import json
 import os
 
+from daso_tf import io_utils
 from daso_tf.training.evaluation import running_median
+from daso_tf.training.model_dir import RunDirectoryError
 
 RESULTS_FILE = "results.json"
 
 
-def write_json_atomic(path, payload):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2, allow_nan=False, default=_json_default)
-    os.replace(tmp, path)
-    return path
+class UnreadableResultsError(RunDirectoryError):
+    """results.json exists but cannot be parsed."""
 
 
-def _json_default(value):
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+def read_results(model_dir):
+    """The content of ``<model_dir>/results.json``, or None when there is none.
+
+    Raises UnreadableResultsError (one line naming the file) when it exists but cannot be read.
+    """
+    path = os.path.join(model_dir, RESULTS_FILE)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            payload = json.load(f)
+        if not isinstance(payload, dict) or not isinstance(payload.get("history", []), list):
+            raise ValueError("expected a JSON object with a history list")
+    except (OSError, ValueError) as error:
+        reason = " ".join(str(error).split())
+        raise UnreadableResultsError(
+            f"{path} is unreadable ({reason}); it holds this run's evaluation history (the median over the "
+            "last evaluations depends on it). Restore it from a backup, or move it away to resume with an "
+            "empty history") from None
+    return payload
 
 
 class EvaluationHistory:
@@ -40,14 +54,12 @@ class EvaluationHistory:
     @classmethod
     def load(cls, model_dir, *, up_to_step, median_window=20):
         """History from ``results.json``, keeping evaluations at steps <= ``up_to_step``."""
-        path = os.path.join(model_dir, RESULTS_FILE)
-        if not os.path.exists(path):
-            return cls(median_window=median_window)
-        try:
-            with open(path) as f:
-                entries = json.load(f).get("history", [])
-        except (OSError, ValueError):
-            entries = []  # unreadable: start the record afresh, training state is in checkpoints
+        return cls.from_results(read_results(model_dir), up_to_step=up_to_step, median_window=median_window)
+
+    @classmethod
+    def from_results(cls, payload, *, up_to_step, median_window=20):
+        """History from a results.json payload (or None), keeping steps <= ``up_to_step``."""
+        entries = (payload or {}).get("history", [])
         return cls([e for e in entries if e.get("step", 0) <= up_to_step], median_window)
 
     def append(self, step, valid_metrics, test_metrics):
@@ -96,4 +108,4 @@ def results_payload(*, config, history, step, finished, wall_time_s, class_names
 
 
 def write_results(model_dir, **kwargs):
-    return write_json_atomic(os.path.join(model_dir, RESULTS_FILE), results_payload(**kwargs))
+    return io_utils.write_json(os.path.join(model_dir, RESULTS_FILE), results_payload(**kwargs))
