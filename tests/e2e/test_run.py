@@ -1,115 +1,25 @@
 """run.py end to end on a few hundred offline CIFAR-10 JPEGs (data.source=folder).
 
 One tiny run (WRN-10-1, batch 4 + 2x4, 8 steps, float64 so that runs on different device
-layouts can be compared tightly) is trained once per module and reused: its outputs are
-checked, it is the reference for the interrupted/resumed run and for the mirrored run,
-and bad input is tried against it (without touching it).
+layouts can be compared tightly) is trained once per session (conftest.py) and reused: its
+outputs are checked, it is the reference for the interrupted/resumed run and for the
+mirrored run, and bad input is tried against it (without touching it).
 """
 
-import hashlib
 import json
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import time
-import zipfile
 
 import numpy as np
 import pytest
+from e2e_utils import (EXPERIMENT, REPO_ROOT, assert_same_state, final_checkpoint, read_checkpoint, run_env,
+                       run_py, tree_digest)
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-TRAIN_PER_CLASS, TEST_PER_CLASS = 26, 4
-TINY = ",".join([
-    "data.num_valid_per_class=2", "data.num_labeled_head=10", "data.num_unlabeled_head=12",
-    "data.imbalance_labeled=5", "data.imbalance_unlabeled=5", "data.labeled_batch_size=4",
-    "model.depth=10", "model.width=1", "model.dtype_policy=float64",
-    "algorithm.warmup_steps=4", "algorithm.histogram_period=2", "algorithm.queue_size=4",
-    "trainer.train_steps=8", "trainer.eval_interval=4", "trainer.checkpoint_interval=2",
-    "trainer.eval_batch_size=20", "trainer.eval_batches=2", "trainer.log_interval=2",
-    "runtime.deterministic=true",
-])
-EXPERIMENT = "cifar10_lt_n1500"
-
-
-def _env(**extra):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
-    env.pop("TF_CONFIG", None)
-    env.update(extra)
-    return env
-
-
-def run_py(model_dir, overrides="", *args, env=None, timeout=240):
-    command = [sys.executable, str(REPO_ROOT / "run.py"), f"--experiment={EXPERIMENT}",
-               f"--model_dir={model_dir}", f"--params_override={overrides}", *args]
-    return subprocess.run(command, cwd=REPO_ROOT, env=env or _env(), capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def read_checkpoint(path):
-    import tensorflow as tf
-
-    reader = tf.train.load_checkpoint(str(path))
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
-            if not name.startswith("_CHECKPOINTABLE") and "save_counter" not in name}
-
-
-def assert_same_state(a, b, atol):
-    assert sorted(a) == sorted(b)
-    worst = max((float(np.max(np.abs(np.asarray(a[k], np.float64) - np.asarray(b[k], np.float64))))
-                 if np.size(a[k]) else 0.0, k) for k in a)
-    assert worst[0] <= atol, f"largest difference {worst[0]:.3g} in {worst[1]}"
-
-
-def final_checkpoint(model_dir, step=8):
-    return pathlib.Path(model_dir) / "checkpoints" / f"ckpt-{step:09d}" / "ckpt"
-
-
-def tree_digest(directory):
-    digest = hashlib.sha256()
-    for path in sorted(pathlib.Path(directory).rglob("*")):
-        digest.update(str(path.relative_to(directory)).encode())
-        if path.is_file():
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-@pytest.fixture(scope="module")
-def cifar_folder(tmp_path_factory, cifar10_zip):
-    """A few JPEGs per class of the offline CIFAR-10 copy, as train/<class>/, test/<class>/."""
-    root = tmp_path_factory.mktemp("cifar10_folder")
-    wanted = {"train": TRAIN_PER_CLASS, "test": TEST_PER_CLASS}
-    taken = {}
-    with zipfile.ZipFile(cifar10_zip) as archive:
-        for name in sorted(archive.namelist()):
-            parts = pathlib.PurePosixPath(name).parts
-            split_index = next((i for i, p in enumerate(parts) if p in wanted), None)
-            if split_index is None or not name.endswith(".jpg") or len(parts) - split_index != 3:
-                continue
-            split, label = parts[split_index], parts[split_index + 1]
-            if taken.get((split, label), 0) >= wanted[split]:
-                continue
-            taken[(split, label)] = taken.get((split, label), 0) + 1
-            target = root / split / label / parts[-1]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(archive.read(name))
-    assert len({label for _, label in taken}) == 10
-    return root
-
-
-@pytest.fixture(scope="module")
-def overrides(cifar_folder):
-    return f"data.source=folder,data.data_dir={cifar_folder},{TINY}"
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, overrides):
-    model_dir = tmp_path_factory.mktemp("runs") / "tiny"
-    result = run_py(model_dir, overrides)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return model_dir, result
+from tests.helpers import free_ports
 
 
 def test_run_leaves_params_tensorboard_checkpoints_results(trained_run):
@@ -132,7 +42,11 @@ def test_run_leaves_params_tensorboard_checkpoints_results(trained_run):
 
     checkpoints = sorted(p.name for p in (model_dir / "checkpoints").iterdir())
     assert checkpoints[-3:] == ["ckpt-000000004", "ckpt-000000006", "ckpt-000000008"]  # keep 3
-    assert any(name.startswith("best-") for name in checkpoints) and "best.json" in checkpoints
+    [best] = [name for name in checkpoints if name.startswith("best-")]
+    best_json = json.loads((model_dir / "checkpoints" / best / "best.json").read_text())
+    assert best_json == {"step": int(best[5:]), "valid_top1": max(e["valid"]["top1"] for e in results["history"])}
+    assert not [name for name in checkpoints if name.startswith(".")]  # no temporary leftovers
+    assert (model_dir / "run.lock").read_text() == ""  # released
 
     tags = _tensorboard_tags(model_dir / "tensorboard")
     for tag in ("train/loss", "train/loss_x", "train/loss_u", "train/loss_align", "train/mask",
@@ -161,7 +75,7 @@ def test_killed_run_resumes_to_the_same_state(tmp_path, trained_run, overrides):
     model_dir = tmp_path / "interrupted"
     command = [sys.executable, str(REPO_ROOT / "run.py"), f"--experiment={EXPERIMENT}",
                f"--model_dir={model_dir}", f"--params_override={overrides}"]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=_env(), stdout=subprocess.DEVNULL,
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=run_env(), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     deadline = time.time() + 180
     try:
@@ -193,26 +107,16 @@ def test_mirrored_on_two_virtual_cpus_matches_one_device(tmp_path, trained_run, 
                       atol=1e-9)
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def test_multi_worker_mirrored_two_local_workers(tmp_path, trained_run, overrides):
     model_dir = tmp_path / "multi_worker"
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     tiny = overrides.replace("trainer.train_steps=8", "trainer.train_steps=4")
     command = [sys.executable, str(REPO_ROOT / "run.py"), f"--experiment={EXPERIMENT}", f"--model_dir={model_dir}",
                f"--params_override={tiny},runtime.distribution_strategy=multi_worker_mirrored"]
     processes = []
     for index in range(2):
         tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
-        processes.append(subprocess.Popen(command, cwd=REPO_ROOT, env=_env(TF_CONFIG=tf_config),
+        processes.append(subprocess.Popen(command, cwd=REPO_ROOT, env=run_env(TF_CONFIG=tf_config),
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outputs = [p.communicate(timeout=240) for p in processes]
     for process, (_, stderr) in zip(processes, outputs):
