@@ -20,7 +20,7 @@ TensorFlow checks its checksum). ``restore_latest`` walks back from the newest c
 to older ones when one is damaged (truncated, corrupted, a file missing), logging one
 warning line per skipped checkpoint, and fails with one line only when none is usable.
 A checkpoint newer than the one a run resumed from is an abandoned (damaged) one: the
-run's next save deletes it.
+resumed run deletes it (``prune``).
 
 Multi-worker: every worker calls ``save`` (the write may involve collectives); only the
 chief writes into ``checkpoints/``, the others write into a private temporary directory
@@ -157,7 +157,7 @@ class CheckpointManager:
         path = self._write(os.path.join(self.directory, f"ckpt-{int(step):09d}"))
         if self.is_chief:
             kill_point("checkpoint:before_prune")
-            self._prune(int(step))
+            self.prune(int(step))
         return path
 
     def save_best(self, step, valid_top1):
@@ -169,9 +169,14 @@ class CheckpointManager:
             self._remove_other_best()
         return path
 
-    def _prune(self, saved_step):
-        # Newer than the step just saved: left by an attempt this run could not resume from.
-        keep = [s for s in self.checkpoint_steps() if s <= saved_step][-self.max_to_keep:]
+    def prune(self, current_step):
+        """Keeps the newest ``max_to_keep`` checkpoints up to ``current_step`` and the best.
+
+        Called after every save, and by a resumed run (a run killed between a save and its
+        pruning left one too many). Checkpoints newer than ``current_step`` were left by an
+        attempt the run could not resume from (damaged ones): deleted too.
+        """
+        keep = [s for s in self.checkpoint_steps() if s <= current_step][-self.max_to_keep:]
         for step in self._step_directories():
             if step not in keep:
                 io_utils.remove_tree(os.path.dirname(self.path_for(step)))

@@ -317,6 +317,8 @@ class TrainingRun:
             os.makedirs(self.model_dir, exist_ok=True)
             io_utils.remove_stale_temporaries(self.model_dir)  # of writes a kill interrupted
             write_params(config, self.model_dir)
+            if restored is not None:
+                self.checkpoints.prune(restored)  # a kill may have come between a save and its pruning
             self.checkpoints.drop_damaged_best()
         self.writer = (tf.summary.create_file_writer(os.path.join(self.model_dir, "tensorboard"))
                        if self.chief else tf.summary.create_noop_writer())
@@ -417,7 +419,6 @@ class TrainingRun:
             overwrite=export_config.overwrite, max_image_pixels=export_config.max_image_pixels)
         self.log(f"exported {path} -> {result}")
         return result
-
 
     def disk_full_error(self, error):
         """``error`` (a failed write) as one DiskFullError line: what failed, the last good

@@ -13,6 +13,7 @@ over the stale lock. Exports are killed the same way: no partial version may eve
 scales it (CI runs the default, 3); DASO_KILL_SUITE_SEED changes the random moments.
 """
 
+import collections
 import os
 import random
 import signal
@@ -73,6 +74,7 @@ class KillLog:
 
     def __init__(self):
         self.events, self.kills, self.identical = [], 0, 0
+        self.kinds = collections.Counter()  # kill point / random moment reached / stale-lock takeovers
 
     def add(self, text):
         self.events.append(text)
@@ -111,7 +113,9 @@ def test_killed_runs_resume_identically(tmp_path, trained_run, overrides):
             text = output.read_text()
             log.add(f"trial {trial} run {attempt}: {what}")
             killed = status == KILLED
+            log.kinds["stale-lock takeovers"] += "taking over the stale lock" in text
             if killed:
+                log.kinds[_moment(kill, text)] += 1
                 trial_kills += 1
                 stale = _stale_lock(model_dir)  # the killed run (or an earlier one) left its record
                 continue
@@ -127,7 +131,17 @@ def test_killed_runs_resume_identically(tmp_path, trained_run, overrides):
         log.kills += trial_kills
         log.identical += trial_kills
         trial += 1
-    print(f"\nkill suite: {log.kills} kills, {log.identical} identical resumes ({trial} trials, seed {SEED})")
+    print(f"\nkill suite: {log.kills} kills, {log.identical} identical resumes ({trial} trials, seed {SEED}); "
+          + ", ".join(f"{count} {kind}" for kind, count in sorted(log.kinds.items())))
+
+
+def _moment(kill_point, output):
+    """Where a kill landed, for the summary."""
+    if kill_point != "random":
+        return "at kill points"
+    if "checkpoint saved:" in output or "eval step" in output or "step " in output.split("=" * 78)[-1]:
+        return "random, while training"
+    return "random, during start-up" if "=" * 78 not in output else "random, before the first step"
 
 
 def _export(model_dir, export_dir, log_path, kill_at=None):

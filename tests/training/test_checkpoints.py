@@ -178,3 +178,15 @@ def test_disk_full_while_saving_keeps_the_last_good_checkpoint(tmp_path):
     variable.assign(np.zeros(20_000))
     assert manager.restore_latest() == 10
     np.testing.assert_array_equal(variable.numpy(), np.full(20_000, 1.0))
+
+
+def test_prune_on_resume_restores_the_retention(tmp_path):
+    """A run killed between a save and its pruning left one checkpoint too many."""
+    manager, _, _ = _manager(tmp_path, max_to_keep=3)
+    for step in (10, 20, 30):
+        manager.save(step)
+    resumed, _, _ = _manager(tmp_path, max_to_keep=2)
+    resumed.prune(30)
+    assert resumed.checkpoint_steps() == [20, 30]
+    resumed.prune(20)  # resumed from 20: 30 was skipped as damaged, abandoned
+    assert resumed.checkpoint_steps() == [20]
