@@ -209,9 +209,11 @@ class CheckpointManager:
         # Measured: truncated data -> IndexError, truncated or corrupted index -> OpError,
         # flipped data bytes -> DataLossError, missing shard -> OpError.
         except (tf.errors.OpError, IndexError, ValueError, OSError) as error:
-            reason = " ".join(str(error).split()) or type(error).__name__
-            if len(reason) > 160:
-                reason = reason[:160] + "..."
+            # One line, without TensorFlow's function-node prefix and the path we name anyway.
+            reason = " ".join(re.sub(r"\{\{[^}]*\}\}", "", str(error)).split()).replace(f"{path} ", "")
+            reason = reason or type(error).__name__
+            if len(reason) > 200:
+                reason = reason[:200] + "..."
             raise DamagedCheckpointError(f"checkpoint {os.path.dirname(path)} is unreadable ({reason})") from None
 
     def restore(self, path):
