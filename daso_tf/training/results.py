@@ -1,17 +1,29 @@
 """``<model_dir>/results.json``: what a run reports (written by the chief only).
 
-Rewritten after every evaluation (``finished: false``) and at the end of training, always
-durably and atomically (``io_utils.write_json``), so a killed run leaves a readable file.
-On resume the history is reloaded and cut at the restored step: evaluations after the
-last checkpoint are recomputed identically by the resumed run. A results.json that exists
-but cannot be read stops the resume with an error naming it (the median-20 history it
-holds is never reset silently).
+Rewritten at every evaluation and checkpoint step (``finished: false``) and at the end of
+training, always durably and atomically (``io_utils.write_json``), so a killed run leaves a
+readable file.
+It holds two histories, both reloaded on resume and cut at the restored step (the resumed
+run recomputes what came after the last checkpoint identically):
+
+- ``history``: one entry per evaluation (validation and test metrics, running median-20);
+- ``training``: one entry per training window, ending at every evaluation or checkpoint
+  step (``TrainingHistory``; what ``python -m daso_tf.tools.report`` plots): mean losses
+  and mask rate of the window, and per-class pseudo-label counts of the samples that passed
+  the confidence mask, from which precision and recall follow.
+
+plus ``labeled_counts`` / ``unlabeled_counts`` (the true unlabeled class counts, null where
+unknown, e.g. STL-10) of the run's split.
+
+A results.json that exists but cannot be read stops the resume with an error naming it
+(the median-20 history it holds is never reset silently).
 """
 
 import json
 import os
 
 from daso_tf import io_utils
+from daso_tf.provenance import provenance
 from daso_tf.training.evaluation import running_median
 from daso_tf.training.model_dir import RunDirectoryError
 
@@ -44,6 +56,11 @@ def read_results(model_dir):
     return payload
 
 
+def _entries_up_to(payload, key, up_to_step):
+    entries = (payload or {}).get(key) or []
+    return [e for e in entries if isinstance(e, dict) and e.get("step", 0) <= up_to_step]
+
+
 class EvaluationHistory:
     """The list of evaluations of one run: ``[{"step", "valid": {...}, "test": {...}}]``."""
 
@@ -59,8 +76,7 @@ class EvaluationHistory:
     @classmethod
     def from_results(cls, payload, *, up_to_step, median_window=20):
         """History from a results.json payload (or None), keeping steps <= ``up_to_step``."""
-        entries = (payload or {}).get("history", [])
-        return cls([e for e in entries if e.get("step", 0) <= up_to_step], median_window)
+        return cls(_entries_up_to(payload, "history", up_to_step), median_window)
 
     def append(self, step, valid_metrics, test_metrics):
         entry = {"step": int(step), "valid": valid_metrics, "test": test_metrics}
@@ -83,7 +99,31 @@ class EvaluationHistory:
         return self.entries[-1] if self.entries else None
 
 
-def results_payload(*, config, history, step, finished, wall_time_s, class_names=None):
+class TrainingHistory:
+    """The training windows of one run, oldest first (see ``callbacks.TrainingWindow``)."""
+
+    def __init__(self, entries=()):
+        self.entries = list(entries)
+
+    @classmethod
+    def load(cls, model_dir, *, up_to_step):
+        """Windows from ``results.json`` that end at steps <= ``up_to_step``."""
+        return cls.from_results(read_results(model_dir), up_to_step=up_to_step)
+
+    @classmethod
+    def from_results(cls, payload, *, up_to_step):
+        """Windows from a results.json payload (or None) that end at steps <= ``up_to_step``."""
+        return cls(_entries_up_to(payload, "training", up_to_step))
+
+    def append(self, entry):
+        self.entries = [e for e in self.entries if e["step"] < entry["step"]] + [entry]
+        return entry
+
+
+def results_payload(*, config, history, step, finished, wall_time_s, class_names=None, training=None,
+                    labeled_counts=None, unlabeled_counts=None, learner=None):
+    """``learner``: what was trained, ``{"name", "config", "optimizer"}`` (see
+    ``daso_tf.training.learner_arguments.learner_record``)."""
     latest = history.latest()
     window = history.median_window
     return {
@@ -101,10 +141,19 @@ def results_payload(*, config, history, step, finished, wall_time_s, class_names
             "test": latest["test"]["per_class"] if latest and latest.get("test") else None,
             "valid": latest["valid"]["per_class"] if latest and latest.get("valid") else None,
         },
+        "labeled_counts": _int_list(labeled_counts),
+        "unlabeled_counts": _int_list(unlabeled_counts),
         "history": history.entries,
+        "training": training.entries if training is not None else [],
         "config": config.to_dict(),
+        "learner": learner,
+        "provenance": provenance(),
         "wall_time_s": float(wall_time_s),
     }
+
+
+def _int_list(values):
+    return None if values is None else [int(v) for v in values]
 
 
 def write_results(model_dir, **kwargs):

@@ -5,11 +5,13 @@ e2e module (resumes, kills, faults, other device layouts). Tests copy it before 
 """
 
 import pytest
-from e2e_utils import TINY, extract_cifar_folder, run_py
+
+from tests.e2e.runs import TINY, extract_cifar_folder, run_py
 
 
 @pytest.fixture(scope="session")
 def cifar_folder(tmp_path_factory, cifar10_zip):
+    """A few JPEGs per class of the offline CIFAR-10 copy (tests.e2e.runs.TRAIN_PER_CLASS / TEST_PER_CLASS)."""
     return extract_cifar_folder(cifar10_zip, tmp_path_factory.mktemp("cifar10_folder"))
 
 

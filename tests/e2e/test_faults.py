@@ -14,8 +14,8 @@ import sys
 import time
 
 import pytest
-from e2e_utils import (EXPERIMENT, REPO_ROOT, assert_same_run, assert_same_state, checkpoint_dir, error_lines,
-                       final_checkpoint, read_checkpoint, run_env, run_py, run_record, tree_digest)
+from tests.e2e.runs import (EXPERIMENT, REPO_ROOT, assert_same_run, assert_same_state, checkpoint_dir,
+                             error_lines, final_checkpoint, read_checkpoint, run_env, run_py, run_record, tree_digest)
 
 EXIT_DISK_FULL = 75
 

@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 import pytest
-from e2e_utils import EXPERIMENT, REPO_ROOT, assert_same_run, run_env
+from tests.e2e.runs import EXPERIMENT, REPO_ROOT, assert_same_run, run_env
 
 KILLS = int(os.environ.get("DASO_KILL_SUITE_KILLS", "3"))
 SEED = int(os.environ.get("DASO_KILL_SUITE_SEED", "0"))

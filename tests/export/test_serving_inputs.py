@@ -16,7 +16,7 @@ import zlib
 import numpy as np
 import pytest
 import tensorflow as tf
-from export_test_utils import CLASS_NAMES, IMAGE_SIZE, MODEL_NAME, keras_probabilities, random_images
+from export_test_utils import CLASS_NAMES, IMAGE_SIZE, MODEL_NAME, keras_probabilities, pil_resize, random_images
 from PIL import Image
 
 from export import BYTES_SIGNATURE, SERVING_SIGNATURE, export_saved_model
@@ -32,7 +32,7 @@ def _encode(array, fmt, mode=None):
 
 def _resized(array):
     rgb = array if array.ndim == 3 else np.repeat(array[..., None], 3, axis=-1)
-    return tf.image.resize(rgb[None, ..., :3], IMAGE_SIZE, method="bilinear").numpy()[0]
+    return pil_resize(rgb[None, ..., :3])[0]
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ Layout written (what TF Serving scans for)::
     <export_dir>/<model_name>/<version>/saved_model.pb
                                        /variables/...
                                        /assets.extra/tf_serving_warmup_requests
+                                       /assets.extra/daso_tf.json  (classes, provenance)
 
 Signatures:
     serving_default       images uint8 [None, None, None, 3] (any H, W)
@@ -13,9 +14,11 @@ Signatures:
   both returning probabilities float32 [None, K], class_ids int64 [None],
   class_names string [None].
 
-Images of any size are resized to the training resolution inside the graph with bilinear
-interpolation and half-pixel centres (no antialiasing); at the training size that resize is
-the identity, so such inputs reach the network unchanged.
+Images of any size are resized to the training resolution inside the graph with
+``daso_tf.data.image_resize.resize_images``, the resize the evaluation pipeline uses (PIL's
+antialiased bilinear resize, exact to the pixel, rounded to uint8): a 96 px STL-10 image is
+served exactly as it was evaluated. At the training size it is the identity, so such inputs
+reach the network unchanged.
 
 Both signatures refuse images of more than ``max_image_pixels`` pixels (height x width;
 default 4096 x 4096). Encoded images are checked from their headers (JPEG: its SOF segment;
@@ -31,7 +34,6 @@ into place (``daso_tf.io_utils``); models.config is rewritten atomically.
 
 import os
 import pathlib
-import re
 import shutil
 
 import keras
@@ -40,6 +42,8 @@ import tensorflow as tf
 
 from daso_tf import io_utils
 from daso_tf.fault_injection import kill_point
+from daso_tf._validation import SERVING_MODEL_NAME
+from daso_tf.data.image_resize import resize_images
 
 SERVING_SIGNATURE = "serving_default"
 BYTES_SIGNATURE = "predict_images_bytes"
@@ -48,10 +52,11 @@ IMAGES_INPUT = "images"
 BYTES_INPUT = "image_bytes"
 OUTPUT_KEYS = ("probabilities", "class_ids", "class_names")
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+# What produced the export (daso_tf version, git commit, TF/Keras) and what it serves.
+METADATA_FILE = os.path.join("assets.extra", "daso_tf.json")
 MODELS_CONFIG_FILE = "models.config"
 DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
 
-_MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def export_saved_model(
@@ -120,6 +125,8 @@ def export_saved_model(
         _write_saved_model(network, temp_dir, class_names=class_names, image_size=image_size,
                            max_image_pixels=max_image_pixels)
         _write_warmup_requests(temp_dir, model_name=model_name, image_size=image_size)
+        _write_metadata(temp_dir, model_name=model_name, version=version, class_names=class_names,
+                        image_size=image_size)
         write_models_config(export_dir, model_name)
         io_utils.sync_tree(temp_dir)
         kill_point("export:before_rename")
@@ -183,7 +190,7 @@ def _resolve_network(model_or_network):
 
 
 def _check_model_name(model_name):
-    if not isinstance(model_name, str) or not _MODEL_NAME_PATTERN.match(model_name):
+    if not isinstance(model_name, str) or not SERVING_MODEL_NAME.match(model_name):
         raise ValueError(
             f"model_name must be a non-empty name of letters, digits, '_', '.', '-' (no path "
             f"separators, not starting with '.'); got {model_name!r}."
@@ -240,8 +247,8 @@ def _check_max_image_pixels(max_image_pixels):
 
 
 def _network_input_dtype(network):
-    # The network casts floats itself, but feeding its variable dtype keeps resized
-    # (fractional) pixels exact under float64 and out of float16 under mixed precision.
+    # Pixels are fed in the network's variable dtype (float32 / float64), the dtype its
+    # preprocessing casts them to anyway.
     return tf.as_dtype(network.dtype_policy.variable_dtype)
 
 
@@ -256,7 +263,7 @@ def _build_and_check_classes(network, image_size, num_class_names):
 
 
 def _prediction_outputs(network, pixels, class_names_table):
-    """Float pixels at the training size -> the three serving outputs."""
+    """uint8 pixels at the training size -> the three serving outputs."""
     logits = network(tf.cast(pixels, _network_input_dtype(network)), training=False)
     probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
     class_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
@@ -270,7 +277,7 @@ def _prediction_outputs(network, pixels, class_names_table):
 def _checked_images(images, max_image_pixels):
     # A loaded signature checks the dtype it is fed but not the shape, and static checks
     # (tf.ensure_shape) pass at trace time: check the channels at run time. A wrong rank
-    # is rejected by the resize op ("input must be 4-dimensional").
+    # is rejected by the resize's einsum ("Expected input 0 to have rank 4").
     shape = tf.shape(images, out_type=tf.int64)
     message = f"{IMAGES_INPUT} must be uint8 [N, H, W, 3] (RGB); wrong number of channels"
     too_large = (f"{IMAGES_INPUT}: images of more than max_image_pixels={max_image_pixels} pixels "
@@ -357,12 +364,12 @@ def _missing(indices, count):
 
 
 def decode_image_bytes(image_bytes, resize, output_shape, max_image_pixels):
-    """Encoded JPEG/PNG/GIF/BMP images [N] -> ``resize``d RGB float32 images [N, *output_shape].
+    """Encoded JPEG/PNG/GIF/BMP images [N] -> ``resize``d RGB uint8 images [N, *output_shape].
 
     Checks, each failing the call with the indices of the offending elements: empty or not an
     image (magic bytes); unreadable header; more than ``max_image_pixels`` pixels (read from
     the header, before any decoding); undecodable data (truncated or corrupt).
-    ``resize`` maps one decoded uint8 [h, w, 3] image to float32 ``output_shape``.
+    ``resize`` maps one decoded uint8 [h, w, 3] image to uint8 ``output_shape``.
     """
     count = tf.shape(image_bytes, out_type=tf.int64)[0]
     formats = _image_formats(image_bytes)
@@ -386,7 +393,7 @@ def decode_image_bytes(image_bytes, resize, output_shape, max_image_pixels):
         return resize(image)
 
     with tf.control_dependencies([budget]):
-        decoded, images = _map_dropping_failures(decode, (image_bytes,), tf.zeros(output_shape))
+        decoded, images = _map_dropping_failures(decode, (image_bytes,), tf.zeros(output_shape, tf.uint8))
     with tf.control_dependencies([_assert_none(_missing(decoded, count), "could not be decoded (truncated or corrupt "
                                                "image data)")]):
         return tf.ensure_shape(tf.identity(images), [None, *output_shape])
@@ -396,14 +403,14 @@ def _write_saved_model(network, path, *, class_names, image_size, max_image_pixe
     archive = keras.export.ExportArchive()
     archive.track(network)
 
-    def resize(images):
-        # tf.image.resize: bilinear, half-pixel centres, float32 out; identity at equal size.
-        return tf.image.resize(images, image_size, method="bilinear")
+    def resize(image):
+        # One decoded uint8 [h, w, 3] image -> uint8 image_size, as evaluation resizes it.
+        return resize_images(image[None], image_size)[0]
 
     def serve_images(images):
         images = _checked_images(images, max_image_pixels)
         names = tf.constant(class_names, dtype=tf.string)
-        return _prediction_outputs(network, resize(images), names)
+        return _prediction_outputs(network, resize_images(images, image_size), names)
 
     def serve_image_bytes(image_bytes):
         names = tf.constant(class_names, dtype=tf.string)
@@ -423,9 +430,32 @@ def _write_saved_model(network, path, *, class_names, image_size, max_image_pixe
     archive.write_out(str(path), verbose=False)
 
 
+def _write_metadata(version_dir, *, model_name, version, class_names, image_size):
+    from daso_tf.provenance import provenance
+
+    metadata = {
+        "model_name": model_name,
+        "version": int(version),
+        "class_names": list(class_names),
+        "image_size": list(image_size),
+        "signatures": {SERVING_SIGNATURE: IMAGES_INPUT, BYTES_SIGNATURE: BYTES_INPUT},
+        "provenance": provenance(),
+    }
+    path = pathlib.Path(version_dir) / METADATA_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    io_utils.write_json(path, metadata)  # inside the temporary version dir
+
+
 def _write_warmup_requests(version_dir, *, model_name, image_size):
-    """One PredictionLog per signature, replayed by TF Serving when it loads the version."""
-    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+    """One PredictionLog per signature, replayed by TF Serving when it loads the version.
+
+    Needs tensorflow-serving-api (``pip install daso-tf[serving]``); without it the version is
+    exported without warm-up requests (TF Serving then warms up on the first requests).
+    """
+    try:
+        from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+    except ImportError:
+        return
 
     black = np.zeros((1, *image_size, 3), np.uint8)
     png = tf.io.encode_png(black[0]).numpy()

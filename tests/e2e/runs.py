@@ -1,7 +1,7 @@
-"""Helpers of the run.py end-to-end tests (a uniquely named module: tests/ has no packages).
+"""Helpers of the run.py end-to-end tests: running run.py, the tiny offline image folder.
 
-The tiny run (WRN-10-1, batch 4 + 2x4, 8 steps, float64 so that runs can be compared
-tightly) on a few hundred offline CIFAR-10 JPEGs; the fixtures are in conftest.py.
+The tiny run (``TINY``: WRN-10-1, batch 4 + 2x4, 8 steps, float64 so that runs can be
+compared tightly) on a few hundred offline CIFAR-10 JPEGs; the fixtures are in conftest.py.
 """
 
 import hashlib
@@ -15,6 +15,8 @@ import zipfile
 import numpy as np
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+EXPERIMENT = "cifar10_lt_n1500"
+# Images per class of the tiny CIFAR-10 folder (train/<class>/, test/<class>/).
 TRAIN_PER_CLASS, TEST_PER_CLASS = 26, 4
 TINY = ",".join([
     "data.num_valid_per_class=2", "data.num_labeled_head=10", "data.num_unlabeled_head=12",
@@ -25,18 +27,17 @@ TINY = ",".join([
     "trainer.eval_batch_size=20", "trainer.eval_batches=2", "trainer.log_interval=2",
     "runtime.deterministic=true",
 ])
-EXPERIMENT = "cifar10_lt_n1500"
 
 
 def run_env(**extra):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
-    env.pop("TF_CONFIG", None)
-    env.update(extra)
-    return env
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
+    environment.pop("TF_CONFIG", None)
+    environment.update(extra)
+    return environment
 
 
-def run_py(model_dir, overrides="", *args, env=None, timeout=240):
-    command = [sys.executable, str(REPO_ROOT / "run.py"), f"--experiment={EXPERIMENT}",
+def run_py(model_dir, overrides="", *args, env=None, timeout=240, experiment=EXPERIMENT):
+    command = [sys.executable, str(REPO_ROOT / "run.py"), f"--experiment={experiment}",
                f"--model_dir={model_dir}", f"--params_override={overrides}", *args]
     return subprocess.run(command, cwd=REPO_ROOT, env=env or run_env(), capture_output=True, text=True,
                           timeout=timeout)
@@ -57,12 +58,12 @@ def assert_same_state(a, b, atol):
     assert worst[0] <= atol, f"largest difference {worst[0]:.3g} in {worst[1]}"
 
 
-def final_checkpoint(model_dir, step=8):
-    return pathlib.Path(model_dir) / "checkpoints" / f"ckpt-{step:09d}" / "ckpt"
-
-
 def checkpoint_dir(model_dir, step):
     return pathlib.Path(model_dir) / "checkpoints" / f"ckpt-{step:09d}"
+
+
+def final_checkpoint(model_dir, step=8):
+    return checkpoint_dir(model_dir, step) / "ckpt"
 
 
 def run_record(model_dir):
@@ -100,7 +101,7 @@ def tree_digest(directory):
 
 
 def extract_cifar_folder(cifar10_zip, root):
-    """A few JPEGs per class of the offline CIFAR-10 copy, as train/<class>/, test/<class>/."""
+    """A few JPEGs per class of the offline CIFAR-10 copy, as root/train/<class>/, root/test/<class>/."""
     wanted = {"train": TRAIN_PER_CLASS, "test": TEST_PER_CLASS}
     taken = {}
     with zipfile.ZipFile(cifar10_zip) as archive:
@@ -113,7 +114,7 @@ def extract_cifar_folder(cifar10_zip, root):
             if taken.get((split, label), 0) >= wanted[split]:
                 continue
             taken[(split, label)] = taken.get((split, label), 0) + 1
-            target = root / split / label / parts[-1]
+            target = pathlib.Path(root) / split / label / parts[-1]
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(archive.read(name))
     assert len({label for _, label in taken}) == 10
