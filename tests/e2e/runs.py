@@ -67,12 +67,13 @@ def final_checkpoint(model_dir, step=8):
 
 
 def run_record(model_dir):
-    """What an interrupted run must reproduce exactly: evaluations, medians, checkpoints kept."""
+    """What an interrupted run must reproduce exactly: evaluations, training windows, medians,
+    checkpoints kept."""
     model_dir = pathlib.Path(model_dir)
     results = json.loads((model_dir / "results.json").read_text())
     names = sorted(p.name for p in (model_dir / "checkpoints").iterdir())
     best = [json.loads((model_dir / "checkpoints" / n / "best.json").read_text()) for n in names if n.startswith("best-")]
-    return {"history": results["history"], "finished": results["finished"], "step": results["step"],
+    return {"history": results["history"], "training": results["training"], "finished": results["finished"], "step": results["step"],
             "test_top1_median20": results["test_top1_median20"], "checkpoints": names, "best": best}
 
 

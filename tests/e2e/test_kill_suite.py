@@ -4,8 +4,8 @@ Each trial trains the tiny run (conftest.py) in a fresh directory and kills it: 
 exact moment inside a write (``DASO_KILL_AT``, cycling through the points below), then at a
 random time; then the same command runs to the end. The result must be bit-identical to
 the uninterrupted reference run: model, EMA, optimiser, queue, histogram and step in the
-final checkpoint, the evaluation history and medians in results.json, the checkpoints kept
-and the best one. Every re-run after a kill that left the run directory locked must take
+final checkpoint, the evaluation history, training windows and medians in results.json, the
+checkpoints kept and the best one. Every re-run after a kill that left the run directory locked must take
 over the stale lock. Exports are killed the same way: no partial version may ever appear.
 
     DASO_KILL_SUITE_KILLS=60 python -m pytest -q -s tests/e2e/test_kill_suite.py
@@ -28,17 +28,18 @@ from tests.e2e.runs import EXPERIMENT, REPO_ROOT, assert_same_run, run_env
 KILLS = int(os.environ.get("DASO_KILL_SUITE_KILLS", "3"))
 SEED = int(os.environ.get("DASO_KILL_SUITE_SEED", "0"))
 # Moments inside writes, as "<point>@<occurrence>" in a fresh run of 8 steps that saves at
-# steps 2, 4, 6, 8, evaluates at 4 and 8 (best at 4) and writes results.json 3 times.
+# steps 2, 4, 6, 8, evaluates at 4 and 8 (best at 4) and writes results.json 5 times (before
+# each checkpoint, then at the end).
 KILL_POINTS = [
     "checkpoint:before_rename@2",   # step-4 checkpoint complete in its temporary directory
     "best:before_cleanup@1",        # new best renamed, the previous one not yet removed
     "checkpoint:before_prune@4",    # final checkpoint renamed, the oldest not yet pruned
-    "write:results.json@1",         # results.json written and fsync'ed, not yet renamed
+    "write:results.json@2",         # results.json written and fsync'ed, not yet renamed
     "best:before_rename@1",
     "checkpoint:before_rename@4",   # the last checkpoint
     "write:params.yaml@1",
     "checkpoint:before_prune@3",
-    "write:results.json@3",         # the final rewrite (finished: true)
+    "write:results.json@5",         # the final rewrite (finished: true)
     "checkpoint:before_rename@1",
 ]
 EXPORT_POINT = "export:before_rename"

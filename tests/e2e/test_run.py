@@ -321,9 +321,15 @@ def test_unwritable_model_dir(tmp_path, overrides):
 def test_export_mode_writes_a_versioned_saved_model(tmp_path, trained_run):
     model_dir, _ = trained_run
     export_dir = tmp_path / "serving"
-    result = run_py(model_dir, "", "--mode=export", f"--export_dir={export_dir}")
+    result = run_py(model_dir, "export.max_image_pixels=1024", "--mode=export", f"--export_dir={export_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert (export_dir / EXPERIMENT / "1" / "saved_model.pb").exists()
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(export_dir / EXPERIMENT / "1")).signatures["serving_default"]
+    assert serve(images=tf.zeros([1, 32, 32, 3], tf.uint8))["class_ids"].shape == [1]  # 1024 pixels: allowed
+    with pytest.raises(tf.errors.InvalidArgumentError, match="more than max_image_pixels=1024 pixels"):
+        serve(images=tf.zeros([1, 33, 32, 3], tf.uint8))
 
 
 def test_unknown_algorithm_lists_known(tmp_path, overrides):
