@@ -19,6 +19,8 @@ _PUBLIC = {
     "MeanTeacherDASO": "daso_tf.algorithms",
     "MixMatch": "daso_tf.algorithms",
     "MixMatchDASO": "daso_tf.algorithms",
+    "DebiasPL": "daso_tf.algorithms",
+    "ACR": "daso_tf.algorithms",
     "get_algorithm": "daso_tf.algorithms",
     "ALGORITHMS": "daso_tf.algorithms",
     "WideResNet": "daso_tf.models",

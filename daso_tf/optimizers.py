@@ -1,6 +1,6 @@
 """The reference optimiser: PyTorch's SGD with Nesterov momentum and coupled L2.
 
-spec/DASO.md step 9: SGD, Nesterov, momentum 0.9, constant learning rate 0.03, weight
+docs/algorithm.md section 1, step 9: SGD, Nesterov, momentum 0.9, constant learning rate 0.03, weight
 decay 5e-4 added to every gradient (all trainable variables, BatchNorm scales/offsets
 and biases included) — not Keras' decoupled ``weight_decay``. The update follows
 ``torch.optim.SGD`` operation for operation so a float64 replay matches the reference:
@@ -29,9 +29,12 @@ class CoupledL2SGD(keras.optimizers.Optimizer):
         momentum: momentum factor in [0, 1).
         nesterov: use Nesterov momentum.
         l2: coefficient of the L2 term added to every gradient (torch's ``weight_decay``).
+        l2_exclude: variable names that get no L2 term: a variable whose (Keras, leaf) name
+            contains one of them is excluded, e.g. ``("bias", "gamma", "beta")`` leaves
+            biases and BatchNorm scales/offsets undecayed (ACR's parameter groups).
     """
 
-    def __init__(self, learning_rate=0.03, momentum=0.9, nesterov=True, l2=5e-4,
+    def __init__(self, learning_rate=0.03, momentum=0.9, nesterov=True, l2=5e-4, l2_exclude=(),
                  name="coupled_l2_sgd", **kwargs):
         if "weight_decay" in kwargs and kwargs["weight_decay"]:
             raise ValueError(
@@ -52,6 +55,11 @@ class CoupledL2SGD(keras.optimizers.Optimizer):
         self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
         self.l2 = float(l2)
+        self.l2_exclude = tuple(str(pattern) for pattern in l2_exclude)
+
+    def l2_applies_to(self, variable):
+        """Whether ``variable`` gets the L2 term (see ``l2_exclude``)."""
+        return not any(pattern in variable.name for pattern in self.l2_exclude)
 
     def build(self, variables):
         if self.built:
@@ -68,7 +76,7 @@ class CoupledL2SGD(keras.optimizers.Optimizer):
         else:
             learning_rate = ops.cast(learning_rate, dtype)
         gradient = ops.cast(gradient, dtype)
-        if self.l2:
+        if self.l2 and self.l2_applies_to(variable):
             gradient = ops.add(gradient, ops.multiply(_constant(self.l2, dtype), variable))
         if self.momentum:
             buffer = self.momentum_buffers[self._get_variable_index(variable)]
@@ -83,12 +91,14 @@ class CoupledL2SGD(keras.optimizers.Optimizer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"momentum": self.momentum, "nesterov": self.nesterov, "l2": self.l2})
+        config.update({"momentum": self.momentum, "nesterov": self.nesterov, "l2": self.l2,
+                       "l2_exclude": list(self.l2_exclude)})
         if self._constant_learning_rate is not None:
             config["learning_rate"] = self._constant_learning_rate  # not its float32 rounding
         return config
 
 
-def reference_sgd(learning_rate=0.03, momentum=0.9, nesterov=True, l2=5e-4):
-    """The optimiser of every DASO paper setting (spec/DASO.md section 1, step 9)."""
-    return CoupledL2SGD(learning_rate=learning_rate, momentum=momentum, nesterov=nesterov, l2=l2)
+def reference_sgd(learning_rate=0.03, momentum=0.9, nesterov=True, l2=5e-4, l2_exclude=()):
+    """The optimiser of every DASO paper setting (docs/algorithm.md section 1)."""
+    return CoupledL2SGD(learning_rate=learning_rate, momentum=momentum, nesterov=nesterov, l2=l2,
+                        l2_exclude=l2_exclude)

@@ -88,6 +88,13 @@ def test_invalid_yaml_file_is_one_clear_error(tmp_path):
     ({"model.depth": "12"}, "6n\\+4"),
     ({"trainer.eval_interval": "0"}, "trainer.eval_interval=0: expected an integer >= 1"),
     ({"data.source": "folder"}, "needs data.data_dir"),
+    ({"data.split_protocol": "acr"}, "data.num_valid_per_class=500: data.split_protocol=acr has no validation split"),
+    ({"data.split_protocol": "random"}, "data.split_protocol='random': expected one of daso, acr"),
+    ({"model.batch_norm_momentum": "1"}, "model.batch_norm_momentum=1.0: expected a number in \\[0, 1\\)"),
+    ({"algorithm.lr_schedule": "step"}, "algorithm.lr_schedule='step': expected one of constant, cosine"),
+    ({"algorithm.qhat_momentum": "1"}, "algorithm.qhat_momentum=1.0: expected a number in \\[0, 1\\)"),
+    ({"algorithm.adaptation_period": "0"}, "algorithm.adaptation_period=0: expected an integer >= 1"),
+    ({"algorithm.tau1": "-1"}, "algorithm.tau1=-1.0: expected a number >= 0"),
 ])
 def test_validate_names_the_bad_key(overrides, message):
     config = apply_overrides(ExperimentConfig(), overrides)

@@ -1,7 +1,9 @@
 """Learners on the shared SemiSupervisedModel base, registered by name."""
 
+from daso_tf.algorithms.acr import ACR
 from daso_tf.algorithms.base import SemiSupervisedModel
 from daso_tf.algorithms.daso import DASO
+from daso_tf.algorithms.debiaspl import DebiasPL
 from daso_tf.algorithms.fixmatch import FixMatch
 from daso_tf.algorithms.fixmatch_abc import FixMatchABC
 from daso_tf.algorithms.mean_teacher import MeanTeacher
@@ -23,6 +25,8 @@ ALGORITHMS = {
     "meanteacher_daso": MeanTeacherDASO,
     "mixmatch": MixMatch,
     "mixmatch_daso": MixMatchDASO,
+    "debiaspl": DebiasPL,
+    "acr": ACR,
 }
 
 
@@ -35,6 +39,6 @@ def get_algorithm(name):
             f"Unknown algorithm {name!r}; known: {', '.join(sorted(ALGORITHMS))}.") from None
 
 
-__all__ = ["ALGORITHMS", "DASO", "FixMatch", "FixMatchABC", "MeanTeacher", "MeanTeacherDASO",
+__all__ = ["ACR", "ALGORITHMS", "DASO", "DebiasPL", "FixMatch", "FixMatchABC", "MeanTeacher", "MeanTeacherDASO",
            "MixMatch", "MixMatchDASO", "ReMixMatch", "ReMixMatchDASO", "SemiSupervisedModel",
            "Supervised", "get_algorithm"]

@@ -1,4 +1,4 @@
-"""SemiSupervisedModel: what every learner shares (spec/DASO.md sections 1 and 3).
+"""SemiSupervisedModel: what every learner shares (docs/algorithm.md sections 1 and 3).
 
 - an online ``ClassifierNetwork`` (backbone + linear head, pixel normalisation inside) and
   its EMA copy, updated after every optimiser step for weights AND BatchNorm moving
@@ -414,7 +414,8 @@ class SemiSupervisedModel(keras.Model):
             raise ValueError(f"{name} must be integer class ids; got dtype {labels.dtype.name}.")
         if getattr(self, "jit_compile", False):
             return  # XLA cannot run assertions; the data helpers validate labels up front.
-        lower = -1 if allow_unknown else 0
+        # Unlabeled ground truth: -1 unknown, -2 a labeled image in the unlabeled set (ACR's split).
+        lower = -2 if allow_unknown else 0
         tf.debugging.assert_greater_equal(
             labels, tf.cast(lower, labels.dtype), message=f"{name}: class id below {lower}")
         tf.debugging.assert_less(

@@ -88,7 +88,7 @@ def _keras_randaugment():
 
 def make_strong_augment(augmentation="reference"):
     """Returns ``strong(images uint8 [B,H,W,3], seed [2]) -> uint8``: weak flip+crop, the
-    chosen RandAugment, Cutout. "reference" is the FixMatch pool of spec/DASO.md; the Keras
+    chosen RandAugment, Cutout. "reference" is the FixMatch pool of docs/data.md section 3; the Keras
     alternatives exist for comparison only (their randomness is the layers' own, so
     they are not a pure function of the seed)."""
     if augmentation == "reference":
@@ -133,9 +133,10 @@ def train_stream(lt_data, *, labeled_batch_size, unlabeled_ratio, seed,
 
     x_l: weakly augmented labeled images uint8 [B, S, S, 3], y_l int32 [B];
     u_w / u_s: weak / strong views of the same mu*B unlabeled images; u_true int32 (-1 where
-    unknown). Images are augmented at ``augment_size`` (default: their stored size; STL-10
-    96 px) and then resized to ``output_size`` (``image_resize.resize_images``: PIL's
-    antialiased bilinear resize, the one the evaluation stream and serving use).
+    unknown, -2 for labeled images in the unlabeled set of ACR's split). Images are
+    augmented at ``augment_size`` (default: their stored size; STL-10 96 px) and then resized
+    to ``output_size`` (``image_resize.resize_images``: PIL's antialiased bilinear resize,
+    the one the evaluation stream and serving use).
 
     ``augment_on_device=True``: the stream yields the raw images instead,
     ``((x_l, y_l), (u[, u_true]))`` uint8 (resized to ``augment_size`` if set), for a model

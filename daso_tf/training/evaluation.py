@@ -1,4 +1,4 @@
-"""Evaluation metrics of a long-tailed classifier (spec/DASO.md section 7), in NumPy.
+"""Evaluation metrics of a long-tailed classifier (docs/evaluation.md), in NumPy.
 
 All metrics are computed from the full logits of one evaluation pass, once per
 ``trainer.eval_interval`` steps, on the host: nothing here runs per training step.
@@ -80,3 +80,9 @@ def running_median(values, window=20):
     """Median of the last ``window`` values (the paper's "median-20"); None when empty."""
     values = list(values)[-window:]
     return float(np.median(values)) if values else None
+
+
+def running_mean(values, window=20):
+    """Mean of the last ``window`` values (what ACR reports); None when empty."""
+    values = list(values)[-window:]
+    return float(np.mean(values)) if values else None

@@ -95,6 +95,7 @@ def load_data(data_config):
         imbalance_unlabeled=data_config.imbalance_unlabeled,
         reverse_unlabeled=data_config.reverse_unlabeled,
         seed=data_config.seed,
+        split_protocol=data_config.split_protocol,
     )
 
 
@@ -112,7 +113,8 @@ def build_model(config, lt_data, strategy):
     arguments = learner_arguments(config)
     keras.utils.set_random_seed(config.data.seed)  # initial weights are part of the run's seed
     with strategy.scope():
-        backbone = WideResNet(config.model.depth, config.model.width, input_shape=(size, size, 3))
+        backbone = WideResNet(config.model.depth, config.model.width, input_shape=(size, size, 3),
+                              batch_norm_momentum=config.model.batch_norm_momentum)
         model = arguments.algorithm_class(
             backbone,
             len(lt_data.class_names),

@@ -1,5 +1,6 @@
 """WideResNet: structure, parameter count, padding and initialisation of the reference WRN."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -92,3 +93,14 @@ def test_leaky_relu_slope_is_exact_in_float64():
     layer = ReferenceLeakyReLU(negative_slope=0.1, dtype="float64")
     x = np.array([-3.0, -1e-3, 0.0, 2.5])
     np.testing.assert_array_equal(layer(x).numpy(), np.where(x > 0, x, x * 0.1))
+
+
+def test_batch_norm_momentum_reaches_every_batch_norm_and_round_trips():
+    model = WideResNet(10, 1, batch_norm_momentum=0.999)  # ACR's WRN (PyTorch momentum 0.001)
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) == 7 and {layer.momentum for layer in norms} == {0.999}
+    assert WideResNet.from_config(model.get_config()).get_config()["batch_norm_momentum"] == 0.999
+    assert {layer.momentum for layer in WideResNet(10, 1).layers
+            if isinstance(layer, keras.layers.BatchNormalization)} == {0.9}
+    with pytest.raises(ValueError, match="batch_norm_momentum"):
+        WideResNet(10, 1, batch_norm_momentum=1.0)
