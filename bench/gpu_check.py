@@ -187,9 +187,12 @@ def train(args, fastest, time_left, model_dir):
               "wall_s": round(seconds, 1)}
     if code != 0:
         result["error"] = "timed out (budget)" if code == "timeout" else f"exit {code}: {_last_line(stderr)}"
-    from daso_tf.training.results import read_results
+    from daso_tf.training.results import UnreadableResultsError, read_results
 
-    results = read_results(model_dir) or {}
+    try:
+        results = read_results(model_dir) or {}
+    except UnreadableResultsError:
+        results = {}
     final = (results.get("final") or {}).get("test") or {}
     result.update({
         "steps_done": results.get("step"),
@@ -220,9 +223,9 @@ def run(args):
     def save():
         result["elapsed_s"] = round(time.perf_counter() - start, 1)
         if args.out:
-            from daso_tf.training.results import write_json_atomic
+            from daso_tf.io_utils import write_json
 
-            write_json_atomic(args.out, result)
+            write_json(args.out, result)
 
     configurations = grid(args.smoke)
     for index, config in enumerate(configurations):

@@ -18,7 +18,9 @@ extends a finished run; another strategy or device count resumes it).
 
 Bad input (unknown experiment, unknown or mistyped key, bad value, missing data, params
 mismatch, unwritable model_dir) ends with one line on stderr and exit status 2, before
-anything in --model_dir is touched.
+anything in --model_dir is touched. So does a --model_dir another run is training in, or
+one whose checkpoints or results.json are all damaged. A full disk ends the run with one
+line and exit status 75 (EX_TEMPFAIL: re-run the same command once space is freed).
 """
 
 import os
@@ -42,6 +44,7 @@ flags.DEFINE_bool("list_experiments", False, "List the registered experiments an
 FLAGS = flags.FLAGS
 
 EXIT_BAD_INPUT = 2
+EXIT_DISK_FULL = 75  # sysexits.h EX_TEMPFAIL: retry later
 
 
 def resolve_config(experiment, params_override="", export_dir=None, model_dir=None, mode="train_and_eval"):
@@ -89,9 +92,9 @@ def program_name():
     return "daso-tf" if invoked == "daso-tf" else "run.py"
 
 
-def bad_input(message):
+def bad_input(message, status=EXIT_BAD_INPUT):
     print(f"{program_name()}: error: {message}", file=sys.stderr)
-    sys.exit(EXIT_BAD_INPUT)
+    sys.exit(status)
 
 
 def main(argv):
@@ -99,7 +102,9 @@ def main(argv):
         bad_input(f"unexpected arguments {' '.join(argv[1:])} (all settings are --flags; see --help)")
     logging.set_verbosity(logging.WARNING)  # TF's checkpoint INFO lines drown the progress output
     from daso_tf.config import ConfigError
+    from daso_tf.io_utils import DiskFullError
     from daso_tf.training.checkpoints import CheckpointMismatchError
+    from daso_tf.training.model_dir import RunDirectoryError
     from daso_tf import experiments
 
     if FLAGS.list_experiments:
@@ -116,7 +121,12 @@ def main(argv):
 
         configure_devices(config.runtime)  # before any TensorFlow op
         run_experiment(config, model_dir, FLAGS.mode)
-    except (ConfigError, CheckpointMismatchError, FileNotFoundError, NotADirectoryError, PermissionError) as error:
+    except DiskFullError as error:
+        if os.environ.get("DASO_TRACEBACK"):
+            traceback.print_exc()
+        bad_input(_one_line(error), status=EXIT_DISK_FULL)
+    except (ConfigError, CheckpointMismatchError, RunDirectoryError, FileNotFoundError, NotADirectoryError,
+            PermissionError) as error:
         if os.environ.get("DASO_TRACEBACK"):
             traceback.print_exc()
         bad_input(_one_line(error))

@@ -22,6 +22,7 @@ import typing
 
 import yaml
 
+from daso_tf import io_utils
 from daso_tf._validation import SERVING_MODEL_NAME
 from daso_tf.data.long_tailed_data import SPLIT_PROTOCOLS, WHOLE_UNLABELED_SPLIT
 from daso_tf.provenance import PROVENANCE_KEY, provenance
@@ -298,6 +299,9 @@ class ExportConfig:
     version: typing.Optional[int] = option(None, COUNT)  # default: next free integer
     checkpoint: str = option("latest", one_of(*CHECKPOINT_CHOICES))  # latest | best (best validation top-1)
     overwrite: bool = option(False)
+    # Largest image (height x width) the signatures accept (encoded images: checked from
+    # their headers, before decoding); None: 4096 x 4096.
+    max_image_pixels: typing.Optional[int] = option(None, COUNT)
 
 
 @dataclasses.dataclass
@@ -549,18 +553,14 @@ def params_path(model_dir):
 
 
 def write_params(config, model_dir):
-    """Writes ``<model_dir>/params.yaml`` atomically (temp file + rename).
+    """Writes ``<model_dir>/params.yaml`` durably and atomically (``io_utils.write_atomic``).
 
     Besides the config it records what wrote it (``provenance``: daso_tf version, git commit,
     TF/Keras versions), which is metadata: reading the file back ignores it.
     """
-    path = params_path(model_dir)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        yaml.safe_dump({**config.to_dict(), PROVENANCE_KEY: provenance()}, f, sort_keys=False,
-                       default_flow_style=False)
-    os.replace(tmp, path)
-    return path
+    text = yaml.safe_dump({**config.to_dict(), PROVENANCE_KEY: provenance()}, sort_keys=False,
+                          default_flow_style=False)
+    return io_utils.write_atomic(params_path(model_dir), text)
 
 
 def read_params(model_dir):

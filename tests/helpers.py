@@ -1,4 +1,6 @@
-"""Small builders shared by tests: tiny models and synthetic, learnable batches."""
+"""Small builders shared by tests: tiny models, synthetic learnable batches, free ports."""
+
+import socket
 
 import keras
 import numpy as np
@@ -104,3 +106,14 @@ def model_state(model):
         state.update({f"optimizer/{i}": np.array(v.numpy())
                       for i, v in enumerate(model.optimizer.variables)})
     return state
+
+
+def free_ports(count):
+    """``count`` TCP ports that were free a moment ago (for local multi-worker clusters)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports

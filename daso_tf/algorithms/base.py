@@ -311,7 +311,7 @@ class SemiSupervisedModel(keras.Model):
         return self.ema_network(images, training=False)
 
     def export(self, export_dir, *, model_name="daso", version=None, class_names=None,
-               overwrite=False):
+               overwrite=False, max_image_pixels=None):
         """Export the EMA network for TF Serving: ``<export_dir>/<model_name>/<version>/``.
 
         uint8 images of any size in (resized to the training resolution inside), probabilities,
@@ -326,7 +326,7 @@ class SemiSupervisedModel(keras.Model):
         names = class_names or self.class_names or [str(k) for k in range(self.num_classes)]
         return export_saved_model(self, export_dir, model_name=model_name, version=version,
                                   class_names=names, image_size=self.image_shape[:2],
-                                  overwrite=overwrite)
+                                  overwrite=overwrite, max_image_pixels=max_image_pixels)
 
     @tf.autograph.experimental.do_not_convert  # plain graph code: no AutoGraph rewriting
     def test_step(self, data):

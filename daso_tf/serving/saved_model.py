@@ -19,18 +19,29 @@ Images of any size are resized to the training resolution inside the graph with
 antialiased bilinear resize, exact to the pixel, rounded to uint8): a 96 px STL-10 image is
 served exactly as it was evaluated. At the training size it is the identity, so such inputs
 reach the network unchanged.
+
+Both signatures refuse images of more than ``max_image_pixels`` pixels (height x width;
+default 4096 x 4096). Encoded images are checked from their headers (JPEG: its SOF segment;
+PNG: IHDR; GIF: the logical screen; BMP: the info header) BEFORE anything is decoded, so a
+huge image costs no memory. A request with an empty, non-image, truncated, corrupt or
+oversized element fails as a whole with an InvalidArgumentError that lists the indices of
+the failing elements (and their sizes when too large); grayscale and RGBA images are
+converted to RGB.
+
+The version directory is written into a hidden temporary sibling, fsync'ed and renamed
+into place (``daso_tf.io_utils``); models.config is rewritten atomically.
 """
 
-import json
 import os
 import pathlib
 import shutil
-import uuid
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from daso_tf import io_utils
+from daso_tf.fault_injection import kill_point
 from daso_tf._validation import SERVING_MODEL_NAME
 from daso_tf.data.image_resize import resize_images
 
@@ -44,9 +55,8 @@ WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 # What produced the export (daso_tf version, git commit, TF/Keras) and what it serves.
 METADATA_FILE = os.path.join("assets.extra", "daso_tf.json")
 MODELS_CONFIG_FILE = "models.config"
+DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
 
-_TEMP_PREFIX = ".tmp-export-"
-_OLD_PREFIX = ".old-export-"
 
 
 def export_saved_model(
@@ -58,6 +68,7 @@ def export_saved_model(
     class_names,
     image_size=(32, 32),
     overwrite=False,
+    max_image_pixels=None,
 ):
     """Write `<export_dir>/<model_name>/<version>/` as a TF Serving SavedModel.
 
@@ -72,12 +83,15 @@ def export_saved_model(
         class_names: K strings, in class-id order.
         image_size: (height, width) the network was trained at.
         overwrite: replace an existing version directory instead of refusing.
+        max_image_pixels: the largest image (height x width) the signatures accept; None:
+            ``DEFAULT_MAX_IMAGE_PIXELS`` (4096 x 4096).
 
     Returns:
         The path of the version directory (str).
 
     The version directory appears atomically: everything is written into a temporary
-    sibling first and renamed into place, so a failure leaves no partial version behind.
+    sibling first, fsync'ed and renamed into place, so a failure (or a kill) leaves no
+    partial version behind.
     Outputs are float32 whatever the network's dtype policy (float32, float64 or mixed);
     the network's variables are saved in their own dtype.
     """
@@ -86,6 +100,7 @@ def export_saved_model(
     image_size = _check_image_size(image_size)
     class_names = _check_class_names(class_names)
     version = None if version is None else _check_version(version)
+    max_image_pixels = _check_max_image_pixels(max_image_pixels)
     export_dir = _check_export_dir(export_dir)
     model_dir = export_dir / model_name
     if model_dir.exists() and not model_dir.is_dir():
@@ -104,16 +119,24 @@ def export_saved_model(
         model_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ValueError(f"export_dir {export_dir} cannot be created: {error}") from None
-    temp_dir = model_dir / f"{_TEMP_PREFIX}{version}-{uuid.uuid4().hex}"
+    io_utils.remove_stale_temporaries(model_dir)  # left by exports that were killed
+    temp_dir = pathlib.Path(io_utils.temp_sibling(version_dir, "export"))
     try:
-        _write_saved_model(network, temp_dir, class_names=class_names, image_size=image_size)
+        _write_saved_model(network, temp_dir, class_names=class_names, image_size=image_size,
+                           max_image_pixels=max_image_pixels)
         _write_warmup_requests(temp_dir, model_name=model_name, image_size=image_size)
         _write_metadata(temp_dir, model_name=model_name, version=version, class_names=class_names,
                         image_size=image_size)
         write_models_config(export_dir, model_name)
-        _move_into_place(temp_dir, version_dir, overwrite=overwrite)
-    except BaseException:
+        io_utils.sync_tree(temp_dir)
+        kill_point("export:before_rename")
+        if version_dir.exists() and not overwrite:  # appeared while we were writing
+            raise FileExistsError(f"version directory {version_dir} already exists.")
+        io_utils.move_into_place(temp_dir, version_dir, replace=overwrite)
+    except BaseException as error:
         shutil.rmtree(temp_dir, ignore_errors=True)
+        if io_utils.is_disk_full(error):
+            raise io_utils.disk_full_error(error, version_dir) from None
         raise
     return str(version_dir)
 
@@ -152,13 +175,7 @@ def write_models_config(export_dir, model_name, *, base_path_prefix="/models"):
         entry.name = model_name
     entry.base_path = base_path
     entry.model_platform = "tensorflow"
-    temp_path = path.with_name(f"{_TEMP_PREFIX}{MODELS_CONFIG_FILE}-{uuid.uuid4().hex}")
-    try:
-        temp_path.write_text(text_format.MessageToString(config))
-        os.replace(temp_path, path)
-    finally:
-        if temp_path.exists():
-            temp_path.unlink()
+    io_utils.write_atomic(path, text_format.MessageToString(config))
     return str(path)
 
 
@@ -220,6 +237,15 @@ def _check_version(version):
     return int(version)
 
 
+def _check_max_image_pixels(max_image_pixels):
+    if max_image_pixels is None:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    if isinstance(max_image_pixels, bool) or not isinstance(max_image_pixels, (int, np.integer)) \
+            or max_image_pixels < 1:
+        raise ValueError(f"max_image_pixels must be a positive integer; got {max_image_pixels!r}.")
+    return int(max_image_pixels)
+
+
 def _network_input_dtype(network):
     # Pixels are fed in the network's variable dtype (float32 / float64), the dtype its
     # preprocessing casts them to anyway.
@@ -248,38 +274,147 @@ def _prediction_outputs(network, pixels, class_names_table):
     }
 
 
-def _checked_images(images):
+def _checked_images(images, max_image_pixels):
     # A loaded signature checks the dtype it is fed but not the shape, and static checks
     # (tf.ensure_shape) pass at trace time: check the channels at run time. A wrong rank
     # is rejected by the resize's einsum ("Expected input 0 to have rank 4").
-    channels = tf.shape(images)[-1]
+    shape = tf.shape(images, out_type=tf.int64)
     message = f"{IMAGES_INPUT} must be uint8 [N, H, W, 3] (RGB); wrong number of channels"
-    with tf.control_dependencies([tf.debugging.assert_equal(channels, 3, message=message)]):
+    too_large = (f"{IMAGES_INPUT}: images of more than max_image_pixels={max_image_pixels} pixels "
+                 "(height x width) are refused")
+    checks = [tf.debugging.assert_equal(shape[-1], tf.constant(3, tf.int64), message=message),
+              tf.debugging.assert_less_equal(shape[1] * shape[2], tf.constant(max_image_pixels, tf.int64),
+                                             message=too_large)]
+    with tf.control_dependencies(checks):
         return tf.identity(images)
 
 
-def _write_saved_model(network, path, *, class_names, image_size):
+# ----------------------------------------------------------------------------- encoded images
+
+_UNKNOWN, _JPEG, _PNG, _GIF, _BMP = range(5)
+_FAILURES_SHOWN = 16  # failing element indices listed in an error message
+
+
+def _image_formats(image_bytes):
+    """Per element: _JPEG, _PNG, _GIF, _BMP from the leading magic bytes, else _UNKNOWN."""
+    def starts_with(magic):
+        return tf.equal(tf.strings.substr(image_bytes, 0, len(magic)), magic)
+
+    formats = tf.zeros_like(image_bytes, dtype=tf.int32)
+    for code, magics in ((_BMP, [b"BM"]), (_GIF, [b"GIF87a", b"GIF89a"]), (_PNG, [b"\x89PNG\r\n\x1a\n"]),
+                         (_JPEG, [b"\xff\xd8\xff"])):
+        matches = tf.reduce_any(tf.stack([starts_with(m) for m in magics]), axis=0)
+        formats = tf.where(matches, code, formats)
+    return formats
+
+
+def _header_size(encoded, image_format):
+    """[height, width] int64 from the header of one encoded image; raises if unreadable."""
+    def unsigned(offset, length, little_endian):
+        raw = tf.io.decode_raw(tf.strings.substr(encoded, offset, length), tf.uint8)
+        raw = tf.ensure_shape(raw, [length])  # fails on a truncated header
+        weights = tf.constant([256 ** k for k in (range(length) if little_endian else reversed(range(length)))],
+                              tf.int64)
+        return tf.reduce_sum(tf.cast(raw, tf.int64) * weights)
+
+    def png():
+        ihdr = tf.debugging.assert_equal(tf.strings.substr(encoded, 12, 4), b"IHDR", message="PNG without IHDR")
+        with tf.control_dependencies([ihdr]):
+            return tf.stack([unsigned(20, 4, False), unsigned(16, 4, False)])
+
+    def bmp():
+        # Signed 32-bit; a negative height means top-down rows.
+        size = tf.stack([unsigned(22, 4, True), unsigned(18, 4, True)])
+        return tf.where(size >= 2 ** 31, 2 ** 32 - size, size)
+
+    return tf.switch_case(image_format - 1, [
+        lambda: tf.image.extract_jpeg_shape(encoded, output_type=tf.int64)[:2],
+        png,
+        lambda: tf.stack([unsigned(8, 2, True), unsigned(6, 2, True)]),  # GIF logical screen
+        bmp,
+    ])
+
+
+def _map_dropping_failures(fn, elements, empty_row):
+    """``(indices, outputs)`` of ``fn`` over the rows of ``elements``, failing rows dropped.
+
+    An op error inside a graph aborts the whole call without saying which row caused it;
+    tf.data's ``ignore_errors`` is the graph-level way to survive an error per element, so
+    the caller can name the failing rows. ``empty_row`` is a zero output of ``fn``: a
+    sentinel appended to the survivors makes the single batch exist even when none
+    survives (``get_single_element`` is ~10x cheaper per call than ``reduce``).
+    """
+    count = tf.shape(elements[0], out_type=tf.int64)[0]
+    dataset = tf.data.Dataset.from_tensor_slices((tf.range(count), *elements))
+    dataset = dataset.map(lambda index, *row: (index, fn(*row))).ignore_errors()
+    sentinel = tf.data.Dataset.from_tensors((tf.constant(-1, tf.int64), empty_row))
+    indices, outputs = dataset.concatenate(sentinel).batch(count + 1).get_single_element()
+    return indices[:-1], outputs[:-1]
+
+
+def _assert_none(failed, *message):
+    """Fails the call, listing the ``failed`` element indices, unless there are none."""
+    return tf.debugging.Assert(tf.equal(tf.size(failed), 0), [f"{BYTES_INPUT} element(s)", failed, *message],
+                               summarize=_FAILURES_SHOWN)
+
+
+def _missing(indices, count):
+    present = tf.scatter_nd(indices[:, None], tf.ones_like(indices), [count])
+    return tf.where(tf.equal(present, 0))[:, 0]
+
+
+def decode_image_bytes(image_bytes, resize, output_shape, max_image_pixels):
+    """Encoded JPEG/PNG/GIF/BMP images [N] -> ``resize``d RGB uint8 images [N, *output_shape].
+
+    Checks, each failing the call with the indices of the offending elements: empty or not an
+    image (magic bytes); unreadable header; more than ``max_image_pixels`` pixels (read from
+    the header, before any decoding); undecodable data (truncated or corrupt).
+    ``resize`` maps one decoded uint8 [h, w, 3] image to uint8 ``output_shape``.
+    """
+    count = tf.shape(image_bytes, out_type=tf.int64)[0]
+    formats = _image_formats(image_bytes)
+    empty = tf.where(tf.equal(tf.strings.length(image_bytes), 0))[:, 0]
+    unknown = tf.where(tf.logical_and(tf.equal(formats, _UNKNOWN), tf.strings.length(image_bytes) > 0))[:, 0]
+    checks = [
+        _assert_none(empty, "are empty"),
+        _assert_none(unknown, "are not JPEG, PNG, GIF or BMP images"),
+    ]
+    with tf.control_dependencies(checks):
+        read, sizes = _map_dropping_failures(_header_size, (image_bytes, formats), tf.zeros([2], tf.int64))
+    with tf.control_dependencies([_assert_none(_missing(read, count), "have a truncated or corrupt header")]):
+        pixels = tf.reduce_prod(sizes, axis=-1)
+        too_large = tf.where(tf.logical_or(pixels > max_image_pixels, pixels < 1))[:, 0]
+    budget = _assert_none(too_large, "have (height, width)", tf.gather(sizes, too_large),
+                          f"outside 1..max_image_pixels={max_image_pixels} pixels; they are refused before decoding")
+
+    def decode(encoded):
+        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)  # gray/RGBA -> RGB
+        image.set_shape([None, None, 3])
+        return resize(image)
+
+    with tf.control_dependencies([budget]):
+        decoded, images = _map_dropping_failures(decode, (image_bytes,), tf.zeros(output_shape, tf.uint8))
+    with tf.control_dependencies([_assert_none(_missing(decoded, count), "could not be decoded (truncated or corrupt "
+                                               "image data)")]):
+        return tf.ensure_shape(tf.identity(images), [None, *output_shape])
+
+
+def _write_saved_model(network, path, *, class_names, image_size, max_image_pixels):
     archive = keras.export.ExportArchive()
     archive.track(network)
 
+    def resize(image):
+        # One decoded uint8 [h, w, 3] image -> uint8 image_size, as evaluation resizes it.
+        return resize_images(image[None], image_size)[0]
+
     def serve_images(images):
-        images = _checked_images(images)
+        images = _checked_images(images, max_image_pixels)
         names = tf.constant(class_names, dtype=tf.string)
         return _prediction_outputs(network, resize_images(images, image_size), names)
 
     def serve_image_bytes(image_bytes):
         names = tf.constant(class_names, dtype=tf.string)
-
-        def decode_and_resize(encoded):
-            image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-            image.set_shape([None, None, 3])
-            return resize_images(image[None], image_size)[0]
-
-        pixels = tf.map_fn(
-            decode_and_resize,
-            image_bytes,
-            fn_output_signature=tf.TensorSpec((*image_size, 3), tf.uint8),
-        )
+        pixels = decode_image_bytes(image_bytes, resize, (*image_size, 3), max_image_pixels)
         return _prediction_outputs(network, pixels, names)
 
     archive.add_endpoint(
@@ -308,7 +443,7 @@ def _write_metadata(version_dir, *, model_name, version, class_names, image_size
     }
     path = pathlib.Path(version_dir) / METADATA_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(metadata, indent=2))  # inside the temporary version dir
+    io_utils.write_json(path, metadata)  # inside the temporary version dir
 
 
 def _write_warmup_requests(version_dir, *, model_name, image_size):
@@ -340,20 +475,3 @@ def _write_warmup_requests(version_dir, *, model_name, image_size):
                 predict_log=prediction_log_pb2.PredictLog(request=request)
             )
             writer.write(log.SerializeToString())
-
-
-def _move_into_place(temp_dir, version_dir, *, overwrite):
-    if not version_dir.exists():
-        os.rename(temp_dir, version_dir)
-        return
-    if not overwrite:  # appeared while we were writing
-        raise FileExistsError(f"version directory {version_dir} already exists.")
-    # A directory cannot be renamed over a non-empty one: move the old one aside first.
-    old_dir = version_dir.with_name(f"{_OLD_PREFIX}{version_dir.name}-{uuid.uuid4().hex}")
-    os.rename(version_dir, old_dir)
-    try:
-        os.rename(temp_dir, version_dir)
-    except BaseException:
-        os.rename(old_dir, version_dir)
-        raise
-    shutil.rmtree(old_dir, ignore_errors=True)

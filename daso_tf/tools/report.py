@@ -126,11 +126,14 @@ def load_run(directory):
     import yaml
 
     from daso_tf.training.checkpoints import CheckpointManager
-    from daso_tf.training.results import RESULTS_FILE, read_results
+    from daso_tf.training.results import RESULTS_FILE, UnreadableResultsError, read_results
 
     if not os.path.isdir(directory):
         raise ReportError(f"{directory}: {'not a directory' if os.path.exists(directory) else 'no such directory'}")
-    results = read_results(directory)
+    try:
+        results = read_results(directory)
+    except UnreadableResultsError:
+        results = None  # the report falls back to params.yaml (and says so when there is none)
     params_file = os.path.join(directory, "params.yaml")
     config = (results or {}).get("config")
     if config is None and os.path.isfile(params_file):
@@ -702,7 +705,7 @@ def write_report(run_dirs, out_dir, labels=None):
     """Writes ``out_dir/report.html`` and the figures for ``run_dirs``; returns the HTML path."""
     import matplotlib
 
-    from daso_tf.training.results import write_bytes_atomic
+    from daso_tf.io_utils import write_atomic
 
     matplotlib.use("Agg")  # files only, no display
     runs = assign_labels([load_run(str(d)) for d in run_dirs], labels)
@@ -712,9 +715,9 @@ def write_report(run_dirs, out_dir, labels=None):
         figure = plot(runs)
         png = None if figure is None else figure_png(figure)
         if png is not None:
-            write_bytes_atomic(os.path.join(out_dir, f"{stem}.png"), png)
+            write_atomic(os.path.join(out_dir, f"{stem}.png"), png)
         figures.append((stem, heading, png, missing))
-    return write_bytes_atomic(os.path.join(out_dir, REPORT_FILE), render_html(runs, figures).encode("utf-8"))
+    return write_atomic(os.path.join(out_dir, REPORT_FILE), render_html(runs, figures))
 
 
 def parse_args(argv=None):

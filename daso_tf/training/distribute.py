@@ -89,6 +89,41 @@ def is_chief(strategy):
     return task_type in (None, "worker") and task_id == 0 and not has_chief
 
 
+def is_chief_task(runtime):
+    """``is_chief`` from TF_CONFIG alone, before any strategy (or TensorFlow) exists."""
+    if runtime.distribution_strategy != "multi_worker_mirrored":
+        return True
+    tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    cluster, task = tf_config.get("cluster", {}), tf_config.get("task", {})
+    task_type, task_id = task.get("type", "worker"), int(task.get("index", 0))
+    if task_type == "chief":
+        return True
+    return task_type == "worker" and task_id == 0 and "chief" not in cluster
+
+
+def chief_decides(strategy, flag):
+    """The chief's ``flag`` on every worker (multi-worker); ``flag`` itself otherwise.
+
+    Decisions that lead to a collective (e.g. "save a best checkpoint") must be the same on
+    every worker or the collective hangs; each worker may see different files (results,
+    checkpoints are the chief's), so the chief decides and every worker adopts its answer.
+    """
+    if not in_multi_worker_mode(strategy):
+        return bool(flag)
+    # Every local replica of the chief contributes the flag, every other replica 0.
+    contribution = tf.constant(1.0 if (flag and is_chief(strategy)) else 0.0)
+
+    @tf.function
+    def all_reduce(value):
+        def replica_fn(value):
+            # tf.identity: the device quirk 2 of wrap_train_logs_for_multi_worker.
+            return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, tf.identity(value))
+        return strategy.run(replica_fn, args=(value,))
+
+    total = strategy.experimental_local_results(all_reduce(contribution))[0]
+    return bool(float(total) > 0.5)
+
+
 def synchronize_batch_norm(model):
     """Makes every BatchNormalization layer compute global-batch statistics.
 

@@ -9,32 +9,41 @@ resolved and ``model_dir`` checked (``model_dir.check_model_dir``). Modes:
 - ``eval``: evaluate the latest checkpoint once (``<model_dir>/eval_results.json``);
 - ``export``: SavedModel of the latest (or best) checkpoint via ``export.export_saved_model``.
 
+A training run holds the run directory's lock (``run_lock``) from before its first write
+to its end, so a second run on the same directory is refused. A write that fails for lack
+of space ends the run with one ``DiskFullError`` line saying what failed, where the last
+good checkpoint is and how much space the next one needs.
+
 Training runs in Keras ``fit`` segments whose epochs end on multiples of
 ``gcd(eval_interval, checkpoint_interval)``, so evaluation and checkpoints happen at epoch
 ends, and a run resumed at any checkpointed step lines up again after one short segment.
 """
 
-import json
+import contextlib
 import math
 import os
+import re
+import shutil
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from daso_tf import io_utils
 from daso_tf.config import write_params
 from daso_tf.provenance import provenance
 from daso_tf.training import callbacks as callbacks_lib
 from daso_tf.training.base_run import final_checkpoint
 from daso_tf.training.checkpoints import CheckpointManager
-from daso_tf.training.distribute import (check_divisible, input_pipeline_for_replicas, is_chief,
-                                         make_strategy, synchronize_batch_norm, task_info,
+from daso_tf.training.distribute import (check_divisible, chief_decides, input_pipeline_for_replicas, is_chief,
+                                         is_chief_task, make_strategy, synchronize_batch_norm, task_info,
                                          wrap_train_logs_for_multi_worker)
 from daso_tf.training.evaluation import classification_metrics
 from daso_tf.training.learner_arguments import describe_learner, learner_arguments, learner_record
-from daso_tf.training.results import (EvaluationHistory, RESULTS_FILE, TrainingHistory, write_json_atomic,
+from daso_tf.training.results import (EvaluationHistory, RESULTS_FILE, TrainingHistory, read_results,
                                       write_results)
+from daso_tf.training.run_lock import RunDirLock
 
 
 def plan_segments(start_step, total_steps, period):
@@ -210,14 +219,6 @@ def startup_summary(config, model_dir, mode, strategy, lt_data, model, start_ste
     return "\n".join(lines)
 
 
-def _previous_wall_time(model_dir):
-    try:
-        with open(os.path.join(model_dir, RESULTS_FILE)) as f:
-            return float(json.load(f).get("wall_time_s", 0.0))
-    except (OSError, ValueError, TypeError):
-        return 0.0
-
-
 # ----------------------------------------------------------------------------- the run
 
 
@@ -242,9 +243,7 @@ class TrainingRun:
         _, worker_id = task_info()
         self.checkpoints = CheckpointManager(
             checkpoint, os.path.join(model_dir, "checkpoints"),
-            max_to_keep=config.trainer.keep_checkpoints, is_chief=self.chief, worker_id=worker_id)
-        self.writer = (tf.summary.create_file_writer(os.path.join(model_dir, "tensorboard"))
-                       if self.chief else tf.summary.create_noop_writer())
+            max_to_keep=config.trainer.keep_checkpoints, is_chief=self.chief, worker_id=worker_id, log=self.log)
 
     # ---------------------------------------------------------------- evaluation
     def _evaluate(self, step):
@@ -270,7 +269,8 @@ class TrainingRun:
                  f"test median-{window} {_fmt(entry['test_top1_median'])}")
         best = self.checkpoints.best_info()
         valid_top1 = valid.get("top1")
-        if valid_top1 is not None and (best is None or valid_top1 > best["valid_top1"]):
+        # Saving involves every worker: the chief (which holds the files) decides for all.
+        if chief_decides(self.strategy, valid_top1 is not None and (best is None or valid_top1 > best["valid_top1"])):
             self.checkpoints.save_best(step, valid_top1)
         return entry
 
@@ -302,17 +302,21 @@ class TrainingRun:
         start_step = int(self.model.step.numpy())
         if restored is not None and restored != start_step:
             raise RuntimeError(f"checkpoint {restored} holds step {start_step}; the checkpoint directory is inconsistent")
-        self.previous_wall_time = _previous_wall_time(self.model_dir) if restored is not None else 0.0
-        if restored is not None:
-            self.history = EvaluationHistory.load(self.model_dir, up_to_step=start_step,
-                                                  median_window=trainer.median_window)
-            self.training_history = TrainingHistory.load(self.model_dir, up_to_step=start_step)
-        else:
-            self.history = EvaluationHistory(median_window=trainer.median_window)
-            self.training_history = TrainingHistory()
+        previous = read_results(self.model_dir) if restored is not None else None
+        self.previous_wall_time = float((previous or {}).get("wall_time_s", 0.0))
+        self.history = EvaluationHistory.from_results(previous, up_to_step=start_step,
+                                                      median_window=trainer.median_window)
+        self.training_history = TrainingHistory.from_results(previous, up_to_step=start_step)
+        # Only now, with the checkpoint and results.json read, does the run write anything.
         if self.chief:
             os.makedirs(self.model_dir, exist_ok=True)
+            io_utils.remove_stale_temporaries(self.model_dir)  # of writes a kill interrupted
             write_params(config, self.model_dir)
+            if restored is not None:
+                self.checkpoints.prune(restored)  # a kill may have come between a save and its pruning
+            self.checkpoints.drop_damaged_best()
+        self.writer = (tf.summary.create_file_writer(os.path.join(self.model_dir, "tensorboard"))
+                       if self.chief else tf.summary.create_noop_writer())
         self.log(startup_summary(config, self.model_dir, self.mode, self.strategy, self.lt_data, self.model, start_step))
         self.evaluator = Evaluator(self.model, make_eval_datasets(config, self.lt_data), self.lt_data.labeled_counts)
 
@@ -342,7 +346,7 @@ class TrainingRun:
                            shuffle=False)
         final_step = int(self.model.step.numpy())
         latest = self.history.latest()
-        if evaluate and (latest is None or latest["step"] != final_step):
+        if evaluate and chief_decides(self.strategy, latest is None or latest["step"] != final_step):
             self._evaluate(final_step)
         self._write_results(final_step, finished=final_step >= trainer.train_steps)
         self.writer.flush()
@@ -383,7 +387,7 @@ class TrainingRun:
         metrics = Evaluator(self.model, make_eval_datasets(self.config, self.lt_data), self.lt_data.labeled_counts)()
         payload = {"step": step, "checkpoint": self.checkpoints.path_for(step), **metrics}
         if self.chief:
-            write_json_atomic(os.path.join(self.model_dir, "eval_results.json"), payload)
+            io_utils.write_json(os.path.join(self.model_dir, "eval_results.json"), payload)
         for split, values in metrics.items():
             self.log(f"{split}: top1 {values['top1']:.2f}  LA top1 {values['top1_la']:.2f}  head/medium/tail "
                      f"{_fmt(values['head'])}/{_fmt(values['medium'])}/{_fmt(values['tail'])}")
@@ -409,9 +413,35 @@ class TrainingRun:
         result = export_saved_model(
             self.model, export_dir, model_name=export_config.model_name or self.config.name,
             version=export_config.version, class_names=self.class_names, image_size=(size, size),
-            overwrite=export_config.overwrite)
+            overwrite=export_config.overwrite, max_image_pixels=export_config.max_image_pixels)
         self.log(f"exported {path} -> {result}")
         return result
+
+    def disk_full_error(self, error):
+        """``error`` (a failed write) as one DiskFullError line: what failed, the last good
+        checkpoint, the space the next checkpoint needs and what is free."""
+        path = getattr(error, "path", None) or _path_in_error(error) or self.model_dir
+        reason = io_utils.disk_full_error(error, path).reason
+        step = self.checkpoints.latest_step if self.chief else None
+        if step is None:
+            kept = "no checkpoint had been saved yet"
+        else:
+            kept = f"the last good checkpoint, {os.path.dirname(self.checkpoints.path_for(step))} (step {step}), is intact"
+        needed = self.checkpoints.size_estimate() or sum(  # no checkpoint yet: the variables' bytes
+            int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize
+            for v in [*self.model.weights, *self.model.optimizer.variables])
+        existing = next(p for p in (self.checkpoints.directory, self.model_dir, "/") if os.path.isdir(p))
+        free = shutil.disk_usage(existing).free
+        return io_utils.DiskFullError(
+            f"disk full: writing {path} failed ({reason}); {kept}; a checkpoint needs about "
+            f"{io_utils.format_bytes(needed)} and {io_utils.format_bytes(free)} are free in {existing}. Free some "
+            "space and re-run the same command: the run resumes from its last checkpoint", path=path, reason=reason)
+
+
+def _path_in_error(error):
+    """The file a TensorFlow write error names ("<path>; No space left on device")."""
+    match = re.search(r"(/[^\s;]+)[;:]\s*(?:No space left|File too large|Disk quota)", str(error))
+    return match.group(1) if match else None
 
 
 def _fmt(value):
@@ -419,14 +449,30 @@ def _fmt(value):
 
 
 def run_experiment(config, model_dir, mode="train_and_eval", log=print):
-    """Runs ``mode`` for ``config`` in ``model_dir`` (already validated by run.py)."""
-    run = TrainingRun(config, model_dir, mode, log=log)
-    if mode == "train_and_eval":
-        return run.train(evaluate=True)
-    if mode == "train":
-        return run.train(evaluate=False)
-    if mode == "eval":
-        return run.evaluate_once()
-    if mode == "export":
-        return run.export()
+    """Runs ``mode`` for ``config`` in ``model_dir`` (already validated by run.py).
+
+    Training holds ``<model_dir>/run.lock`` (chief only) and raises ``run_lock.RunDirLockedError``
+    when another process holds it; a write that fails for lack of space raises
+    ``io_utils.DiskFullError`` (one line).
+    """
+    training = mode in ("train_and_eval", "train")
+    lock = contextlib.nullcontext()
+    if training and is_chief_task(config.runtime):
+        os.makedirs(model_dir, exist_ok=True)
+        lock = RunDirLock(model_dir, log=log)
+    with lock:
+        run = TrainingRun(config, model_dir, mode, log=log)
+        try:
+            if mode == "train_and_eval":
+                return run.train(evaluate=True)
+            if mode == "train":
+                return run.train(evaluate=False)
+            if mode == "eval":
+                return run.evaluate_once()
+            if mode == "export":
+                return run.export()
+        except Exception as error:  # noqa: BLE001 - only disk-full errors are translated
+            if not io_utils.is_disk_full(error):
+                raise
+            raise run.disk_full_error(error) from None
     raise ValueError(f"unknown mode {mode!r}")

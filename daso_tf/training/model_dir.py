@@ -9,6 +9,13 @@ import os
 from daso_tf.config import ConfigError, describe_differences, guarded_differences, read_params
 
 
+class RunDirectoryError(RuntimeError):
+    """The run directory cannot be used as it is (in use by another run, damaged files).
+
+    Its message is one line for the user (run.py prints it and exits with status 2).
+    """
+
+
 def check_model_dir(config, model_dir, mode):
     """Validates ``model_dir`` for ``mode``; returns the stored config (or None for a new run).
 

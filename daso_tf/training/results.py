@@ -1,7 +1,8 @@
 """``<model_dir>/results.json``: what a run reports (written by the chief only).
 
 Rewritten at every evaluation and checkpoint step (``finished: false``) and at the end of
-training, always atomically (temp file + rename), so a killed run leaves a readable file.
+training, always durably and atomically (``io_utils.write_json``), so a killed run leaves a
+readable file.
 It holds two histories, both reloaded on resume and cut at the restored step (the resumed
 run recomputes what came after the last checkpoint identically):
 
@@ -13,52 +14,50 @@ run recomputes what came after the last checkpoint identically):
 
 plus ``labeled_counts`` / ``unlabeled_counts`` (the true unlabeled class counts, null where
 unknown, e.g. STL-10) of the run's split.
+
+A results.json that exists but cannot be read stops the resume with an error naming it
+(the median-20 history it holds is never reset silently).
 """
 
 import json
 import os
 
+from daso_tf import io_utils
 from daso_tf.provenance import provenance
 from daso_tf.training.evaluation import running_mean, running_median
+from daso_tf.training.model_dir import RunDirectoryError
 
 RESULTS_FILE = "results.json"
 
 
-def write_bytes_atomic(path, data):
-    """Writes ``data`` to ``path`` through a temporary sibling and a rename (never half a file)."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-    return path
-
-
-def write_json_atomic(path, payload):
-    text = json.dumps(payload, indent=2, allow_nan=False, default=_json_default)
-    return write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def _json_default(value):
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+class UnreadableResultsError(RunDirectoryError):
+    """results.json exists but cannot be parsed."""
 
 
 def read_results(model_dir):
-    """The parsed ``results.json`` of ``model_dir``, or None when absent or unreadable."""
-    try:
-        with open(os.path.join(model_dir, RESULTS_FILE)) as f:
-            payload = json.load(f)
-    except (OSError, ValueError):
+    """The content of ``<model_dir>/results.json``, or None when there is none.
+
+    Raises UnreadableResultsError (one line naming the file) when it exists but cannot be read.
+    """
+    path = os.path.join(model_dir, RESULTS_FILE)
+    if not os.path.exists(path):
         return None
-    return payload if isinstance(payload, dict) else None
+    try:
+        with open(path) as f:
+            payload = json.load(f)
+        if not isinstance(payload, dict) or not isinstance(payload.get("history", []), list):
+            raise ValueError("expected a JSON object with a history list")
+    except (OSError, ValueError) as error:
+        reason = " ".join(str(error).split())
+        raise UnreadableResultsError(
+            f"{path} is unreadable ({reason}); it holds this run's evaluation history (the median over the "
+            "last evaluations depends on it). Restore it from a backup, or move it away to resume with an "
+            "empty history") from None
+    return payload
 
 
-def _entries_up_to(model_dir, key, up_to_step):
-    # An unreadable file starts the record afresh: the training state is in the checkpoints.
-    entries = (read_results(model_dir) or {}).get(key) or []
+def _entries_up_to(payload, key, up_to_step):
+    entries = (payload or {}).get(key) or []
     return [e for e in entries if isinstance(e, dict) and e.get("step", 0) <= up_to_step]
 
 
@@ -72,7 +71,12 @@ class EvaluationHistory:
     @classmethod
     def load(cls, model_dir, *, up_to_step, median_window=20):
         """History from ``results.json``, keeping evaluations at steps <= ``up_to_step``."""
-        return cls(_entries_up_to(model_dir, "history", up_to_step), median_window)
+        return cls.from_results(read_results(model_dir), up_to_step=up_to_step, median_window=median_window)
+
+    @classmethod
+    def from_results(cls, payload, *, up_to_step, median_window=20):
+        """History from a results.json payload (or None), keeping steps <= ``up_to_step``."""
+        return cls(_entries_up_to(payload, "history", up_to_step), median_window)
 
     def append(self, step, valid_metrics, test_metrics):
         entry = {"step": int(step), "valid": valid_metrics, "test": test_metrics}
@@ -109,7 +113,12 @@ class TrainingHistory:
     @classmethod
     def load(cls, model_dir, *, up_to_step):
         """Windows from ``results.json`` that end at steps <= ``up_to_step``."""
-        return cls(_entries_up_to(model_dir, "training", up_to_step))
+        return cls.from_results(read_results(model_dir), up_to_step=up_to_step)
+
+    @classmethod
+    def from_results(cls, payload, *, up_to_step):
+        """Windows from a results.json payload (or None) that end at steps <= ``up_to_step``."""
+        return cls(_entries_up_to(payload, "training", up_to_step))
 
     def append(self, entry):
         self.entries = [e for e in self.entries if e["step"] < entry["step"]] + [entry]
@@ -154,4 +163,4 @@ def _int_list(values):
 
 
 def write_results(model_dir, **kwargs):
-    return write_json_atomic(os.path.join(model_dir, RESULTS_FILE), results_payload(**kwargs))
+    return io_utils.write_json(os.path.join(model_dir, RESULTS_FILE), results_payload(**kwargs))

@@ -1,16 +1,15 @@
 """run.py end to end on a few hundred offline CIFAR-10 JPEGs (data.source=folder).
 
 One tiny run (WRN-10-1, batch 4 + 2x4, 8 steps, float64 so that runs on different device
-layouts can be compared tightly) is trained once per module and reused: its outputs are
-checked, it is the reference for the interrupted/resumed run and for the mirrored run,
-and bad input is tried against it (without touching it).
+layouts can be compared tightly) is trained once per session (conftest.py) and reused: its
+outputs are checked, it is the reference for the interrupted/resumed run and for the
+mirrored run, and bad input is tried against it (without touching it).
 """
 
 import json
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,50 +17,10 @@ import time
 import numpy as np
 import pytest
 
-from tests.e2e.runs import EXPERIMENT, REPO_ROOT, run_env, run_py, tree_digest
+from tests.e2e.runs import (EXPERIMENT, REPO_ROOT, assert_same_state, final_checkpoint, read_checkpoint,
+                             run_env, run_py, tree_digest)
+from tests.helpers import free_ports
 from tests.tools.test_report import check_png
-
-TINY = ",".join([
-    "data.num_valid_per_class=2", "data.num_labeled_head=10", "data.num_unlabeled_head=12",
-    "data.imbalance_labeled=5", "data.imbalance_unlabeled=5", "data.labeled_batch_size=4",
-    "model.depth=10", "model.width=1", "model.dtype_policy=float64",
-    "algorithm.warmup_steps=4", "algorithm.histogram_period=2", "algorithm.queue_size=4",
-    "trainer.train_steps=8", "trainer.eval_interval=4", "trainer.checkpoint_interval=2",
-    "trainer.eval_batch_size=20", "trainer.eval_batches=2", "trainer.log_interval=2",
-    "runtime.deterministic=true",
-])
-
-
-def read_checkpoint(path):
-    import tensorflow as tf
-
-    reader = tf.train.load_checkpoint(str(path))
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
-            if not name.startswith("_CHECKPOINTABLE") and "save_counter" not in name}
-
-
-def assert_same_state(a, b, atol):
-    assert sorted(a) == sorted(b)
-    worst = max((float(np.max(np.abs(np.asarray(a[k], np.float64) - np.asarray(b[k], np.float64))))
-                 if np.size(a[k]) else 0.0, k) for k in a)
-    assert worst[0] <= atol, f"largest difference {worst[0]:.3g} in {worst[1]}"
-
-
-def final_checkpoint(model_dir, step=8):
-    return pathlib.Path(model_dir) / "checkpoints" / f"ckpt-{step:09d}" / "ckpt"
-
-
-@pytest.fixture(scope="module")
-def overrides(cifar_folder):
-    return f"data.source=folder,data.data_dir={cifar_folder},{TINY}"
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, overrides):
-    model_dir = tmp_path_factory.mktemp("runs") / "tiny"
-    result = run_py(model_dir, overrides)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return model_dir, result
 
 
 def test_run_leaves_params_tensorboard_checkpoints_results(trained_run):
@@ -84,7 +43,11 @@ def test_run_leaves_params_tensorboard_checkpoints_results(trained_run):
 
     checkpoints = sorted(p.name for p in (model_dir / "checkpoints").iterdir())
     assert checkpoints[-3:] == ["ckpt-000000004", "ckpt-000000006", "ckpt-000000008"]  # keep 3
-    assert any(name.startswith("best-") for name in checkpoints) and "best.json" in checkpoints
+    [best] = [name for name in checkpoints if name.startswith("best-")]
+    best_json = json.loads((model_dir / "checkpoints" / best / "best.json").read_text())
+    assert best_json == {"step": int(best[5:]), "valid_top1": max(e["valid"]["top1"] for e in results["history"])}
+    assert not [name for name in checkpoints if name.startswith(".")]  # no temporary leftovers
+    assert (model_dir / "run.lock").read_text() == ""  # released
 
     tags = _tensorboard_tags(model_dir / "tensorboard")
     for tag in ("train/loss", "train/loss_x", "train/loss_u", "train/loss_align", "train/mask",
@@ -272,19 +235,9 @@ def test_mirrored_on_two_virtual_cpus_matches_one_device(tmp_path, trained_run, 
                       atol=1e-9)
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def test_multi_worker_mirrored_two_local_workers(tmp_path, trained_run, overrides):
     model_dir = tmp_path / "multi_worker"
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     tiny = overrides.replace("trainer.train_steps=8", "trainer.train_steps=4")
     command = [sys.executable, str(REPO_ROOT / "run.py"), f"--experiment={EXPERIMENT}", f"--model_dir={model_dir}",
                f"--params_override={tiny},runtime.distribution_strategy=multi_worker_mirrored"]
@@ -368,9 +321,15 @@ def test_unwritable_model_dir(tmp_path, overrides):
 def test_export_mode_writes_a_versioned_saved_model(tmp_path, trained_run):
     model_dir, _ = trained_run
     export_dir = tmp_path / "serving"
-    result = run_py(model_dir, "", "--mode=export", f"--export_dir={export_dir}")
+    result = run_py(model_dir, "export.max_image_pixels=1024", "--mode=export", f"--export_dir={export_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert (export_dir / EXPERIMENT / "1" / "saved_model.pb").exists()
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(export_dir / EXPERIMENT / "1")).signatures["serving_default"]
+    assert serve(images=tf.zeros([1, 32, 32, 3], tf.uint8))["class_ids"].shape == [1]  # 1024 pixels: allowed
+    with pytest.raises(tf.errors.InvalidArgumentError, match="more than max_image_pixels=1024 pixels"):
+        serve(images=tf.zeros([1, 33, 32, 3], tf.uint8))
 
 
 def test_unknown_algorithm_lists_known(tmp_path, overrides):

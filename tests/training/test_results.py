@@ -2,8 +2,10 @@
 
 import json
 
+import pytest
+
 from daso_tf.config import ExperimentConfig
-from daso_tf.training.results import EvaluationHistory, write_results
+from daso_tf.training.results import EvaluationHistory, UnreadableResultsError, read_results, write_results
 
 
 def _metrics(top1):
@@ -26,7 +28,7 @@ def test_history_median_and_resume_cut(tmp_path):
     assert payload["per_class_accuracy"]["test"] == [90.0, 90.0]
     assert payload["config"]["name"] == "tiny" and payload["wall_time_s"] == 1.5
     assert [e["step"] for e in payload["history"]] == [10, 20, 30, 40]
-    assert not list(tmp_path.glob("*.tmp-*"))
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no temporary file left
     # A run resumed from the step-25 checkpoint recomputes the evaluations after it.
     resumed = EvaluationHistory.load(str(tmp_path), up_to_step=25, median_window=3)
     assert [e["step"] for e in resumed.entries] == [10, 20]
@@ -37,6 +39,21 @@ def test_append_same_step_replaces():
     history.append(10, _metrics(1.0), _metrics(1.0))
     history.append(10, _metrics(2.0), _metrics(2.0))
     assert len(history.entries) == 1 and history.median() == 2.0
+
+
+@pytest.mark.parametrize("content", ['{"history": [{"step": 10', "", '["a list"]', '{"history": 3}'])
+def test_unreadable_results_json_is_an_error_naming_it(tmp_path, content):
+    (tmp_path / "results.json").write_text(content)
+    with pytest.raises(UnreadableResultsError) as error:
+        EvaluationHistory.load(str(tmp_path), up_to_step=25)
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path}/results.json is unreadable (") and "\n" not in message
+    assert (tmp_path / "results.json").read_text() == content  # left as it was
+
+
+def test_missing_results_json_is_an_empty_history(tmp_path):
+    assert read_results(str(tmp_path)) is None
+    assert EvaluationHistory.load(str(tmp_path), up_to_step=25).entries == []
 
 
 def test_training_windows_and_class_counts_are_recorded_and_cut_on_resume(tmp_path):
