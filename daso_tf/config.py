@@ -23,6 +23,7 @@ import typing
 import yaml
 
 from daso_tf._validation import SERVING_MODEL_NAME
+from daso_tf.data.unlabeled_estimates import ESTIMATE_FILE_SUFFIXES, REFERENCE_ESTIMATES
 from daso_tf.provenance import PROVENANCE_KEY, provenance
 
 # Sections whose keys define what is being trained: changing one would silently mix two
@@ -131,6 +132,9 @@ POSITIVE = greater_than(0)  # temperatures, learning rates, MixUp alpha
 NON_NEGATIVE = at_least(0)  # loss weights, warm-up / ramp-up lengths (0 = none)
 COUNT = at_least(1)  # sizes, ratios, steps, intervals
 RATIO = at_least(1)  # imbalance ratios (head / tail; 1 = balanced)
+DARP_ESTIMATE_PATTERN = re.compile(  # a reference estimate's name or an estimate file's path
+    "^(?:" + "|".join(re.escape(name) for name in REFERENCE_ESTIMATES) + ")$|.+(?:"
+    + "|".join(re.escape(suffix) for suffix in ESTIMATE_FILE_SUFFIXES) + ")$")
 WHOLE_EXTRA_SPLIT_ON_STL10 = dict(special=WHOLE_EXTRA_SPLIT, special_when=("data.dataset", "stl10"),
                                   special_text="the whole extra unlabeled split")
 
@@ -219,6 +223,22 @@ class AlgorithmConfig:
     lambda_rot: typing.Optional[float] = learner_option(NON_NEGATIVE)
     distribution_alignment: typing.Optional[bool] = learner_option()
     alignment_history: typing.Optional[int] = learner_option(COUNT)
+    # DARP (fixmatch_darp) and its estimator (darp_estim)
+    darp_warmup_ratio: typing.Optional[float] = learner_option(PROBABILITY)
+    darp_period: typing.Optional[int] = learner_option(COUNT)
+    darp_alpha: typing.Optional[float] = learner_option(POSITIVE)
+    darp_iterations: typing.Optional[int] = learner_option(COUNT)
+    darp_estimate: typing.Optional[str] = learner_option(Allowed(
+        pattern=DARP_ESTIMATE_PATTERN,
+        pattern_text="a reference estimate (" + ", ".join(REFERENCE_ESTIMATES) + ") or the path of an estimate "
+                     "file (.json written by algorithm.name=darp_estim, or a NumPy .npy/.npyz vector)"))
+    holdout_per_class: typing.Optional[int] = learner_option(COUNT)
+    max_condition_number: typing.Optional[float] = learner_option(POSITIVE)
+    # CReST+ (fixmatch_crest, remixmatch_crest)
+    num_generations: typing.Optional[int] = learner_option(COUNT)
+    crest_alpha: typing.Optional[float] = learner_option(POSITIVE)
+    progressive_alignment: typing.Optional[bool] = learner_option()
+    alignment_temperature_min: typing.Optional[float] = learner_option(POSITIVE)
     # the optimiser (the learner's default_optimizer)
     learning_rate: typing.Optional[float] = learner_option(POSITIVE)
     momentum: typing.Optional[float] = learner_option(DECAY)

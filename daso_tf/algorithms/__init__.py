@@ -1,14 +1,18 @@
 """Learners on the shared SemiSupervisedModel base, registered by name."""
 
 from daso_tf.algorithms.base import SemiSupervisedModel
+from daso_tf.algorithms.darp_estim import DARPEstim
 from daso_tf.algorithms.daso import DASO
 from daso_tf.algorithms.fixmatch import FixMatch
 from daso_tf.algorithms.fixmatch_abc import FixMatchABC
+from daso_tf.algorithms.fixmatch_crest import FixMatchCReST
+from daso_tf.algorithms.fixmatch_darp import FixMatchDARP
 from daso_tf.algorithms.mean_teacher import MeanTeacher
 from daso_tf.algorithms.mean_teacher_daso import MeanTeacherDASO
 from daso_tf.algorithms.mixmatch import MixMatch
 from daso_tf.algorithms.mixmatch_daso import MixMatchDASO
 from daso_tf.algorithms.remixmatch import ReMixMatch
+from daso_tf.algorithms.remixmatch_crest import ReMixMatchCReST
 from daso_tf.algorithms.remixmatch_daso import ReMixMatchDASO
 from daso_tf.algorithms.supervised import Supervised
 
@@ -23,6 +27,10 @@ ALGORITHMS = {
     "meanteacher_daso": MeanTeacherDASO,
     "mixmatch": MixMatch,
     "mixmatch_daso": MixMatchDASO,
+    "fixmatch_darp": FixMatchDARP,
+    "darp_estim": DARPEstim,
+    "fixmatch_crest": FixMatchCReST,
+    "remixmatch_crest": ReMixMatchCReST,
 }
 
 
@@ -35,6 +43,6 @@ def get_algorithm(name):
             f"Unknown algorithm {name!r}; known: {', '.join(sorted(ALGORITHMS))}.") from None
 
 
-__all__ = ["ALGORITHMS", "DASO", "FixMatch", "FixMatchABC", "MeanTeacher", "MeanTeacherDASO",
-           "MixMatch", "MixMatchDASO", "ReMixMatch", "ReMixMatchDASO", "SemiSupervisedModel",
-           "Supervised", "get_algorithm"]
+__all__ = ["ALGORITHMS", "DARPEstim", "DASO", "FixMatch", "FixMatchABC", "FixMatchCReST", "FixMatchDARP",
+           "MeanTeacher", "MeanTeacherDASO", "MixMatch", "MixMatchDASO", "ReMixMatch", "ReMixMatchCReST",
+           "ReMixMatchDASO", "SemiSupervisedModel", "Supervised", "get_algorithm"]

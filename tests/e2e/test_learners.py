@@ -87,14 +87,56 @@ REFERENCE = {
          "ema_decay": 0.999, "seed": SEED, "warmup_steps": 5000, "queue_size": 256,
          "histogram_period": 100, "dist_temperature": 1.5, "proto_temperature": 0.05, "lambda_align": 1.0,
          "total_steps": TRAIN_STEPS}, SSL_OPTIMIZER),
+    # fixmatch.yaml with ALGORITHM.DARP.APPLY True; defaults.py DARP: WARMUP_RATIO 0.4, PER_ITERS 10,
+    # ALPHA 2.0, NUM_DARP_ITERS 10; the target: the true unlabeled counts (gamma_l == gamma_u here)
+    "fixmatch_darp": (
+        {"threshold": 0.95, "lambda_u": 1.0, "logit_adjust": False, "logit_adjust_tau": 1.0, "ema_decay": 0.999,
+         "darp_warmup_ratio": 0.4, "darp_period": 10, "darp_alpha": 2.0, "darp_iterations": 10,
+         "darp_estimate": None, "total_steps": TRAIN_STEPS}, SSL_OPTIMIZER),
+    # darp_estim.py: labeled CE only, the trained model evaluated (no EMA); defaults.py DARP_ESTIM:
+    # PER_CLASS_VALID_SAMPLES 10, THRESH_COND 100; SOLVER defaults (SGD 0.03 constant)
+    "darp_estim": (
+        {"ema_decay": 0.0, "logit_adjust": False, "logit_adjust_tau": 1.0, "holdout_per_class": 10,
+         "max_condition_number": 100.0}, SSL_OPTIMIZER),
+    # fixmatch_crest.yaml: CREST GEN_PERIOD_STEPS 50000 of MAX_ITER 250000 (5 generations; a 2-step
+    # run is given 2, see RUN_OVERRIDES), ALPHA 3.0, TMIN 0.5, PROGRESSIVE_ALIGN True; DIST_ALIGN on
+    "fixmatch_crest": (
+        {"threshold": 0.95, "lambda_u": 1.0, "logit_adjust": False, "logit_adjust_tau": 1.0, "ema_decay": 0.999,
+         "distribution_alignment": True, "alignment_history": 128, "num_generations": 2, "crest_alpha": 3.0,
+         "progressive_alignment": True, "alignment_temperature_min": 0.5, "total_steps": TRAIN_STEPS,
+         "seed": SEED}, SSL_OPTIMIZER),
+    # remixmatch_crest.yaml: remixmatch.yaml's values, CONS_RAMPUP_ITERS_RATIO 0.016 of a generation
+    # (round(0.016 * 1 step) = 0 here), CREST as fixmatch_crest.yaml
+    "remixmatch_crest": (
+        {"temperature": 0.5, "mixup_alpha": 0.75, "lambda_u": 1.5, "lambda_kl": 0.5, "lambda_rot": 0.5,
+         "rampup_steps": 0, "distribution_alignment": True, "alignment_history": 128, "ema_decay": 0.999,
+         "seed": SEED, "num_generations": 2, "crest_alpha": 3.0, "progressive_alignment": True,
+         "alignment_temperature_min": 0.5, "total_steps": TRAIN_STEPS}, SSL_OPTIMIZER),
 }
 # What get_config() records besides the hyper-parameters (Keras' own keys and the data's).
-RUN_KEYS = {"name", "trainable", "dtype", "num_classes", "normalization", "labeled_class_counts", "class_names"}
+RUN_KEYS = {"name", "trainable", "dtype", "num_classes", "normalization", "labeled_class_counts", "class_names",
+            "num_unlabeled", "unlabeled_class_counts"}
+MISMATCHED = "data.imbalance_unlabeled=1"  # gamma_u != gamma_l: DARP needs an estimate
 RUN_OVERRIDES = {
     "daso+abc": "algorithm.name=daso,algorithm.abc=true",
+    "fixmatch_crest": "algorithm.name=fixmatch_crest,algorithm.num_generations=2",  # a generation at step 1
+    "remixmatch_crest": "algorithm.name=remixmatch_crest,algorithm.num_generations=2",
+    # DARP with an estimate file (written by the fixture in darp_estim's format)
+    "fixmatch_darp+estimate": f"algorithm.name=fixmatch_darp,{MISMATCHED},algorithm.darp_estimate={{root}}/estimate.json",
     # a key the user sets that the learner does not take (refused; shares the process's start-up)
     "refused": "algorithm.name=fixmatch,algorithm.warmup_steps=10",
+    # settings a learner cannot train (refused, one line, nothing written)
+    "refused_darp_without_estimate": f"algorithm.name=fixmatch_darp,{MISMATCHED}",
+    "refused_darp_estimate_classes": f"algorithm.name=fixmatch_darp,algorithm.darp_estimate={{root}}/three.json",
+    "refused_darp_xla": "algorithm.name=fixmatch_darp,runtime.jit_compile=true",
+    "refused_crest_generations": "algorithm.name=fixmatch_crest",  # 5 generations > 2 steps
+    "refused_crest_longer": "algorithm.name=fixmatch_crest,algorithm.num_generations=2,trainer.train_steps=4",
 }
+# Runs in another model_dir than their name: resuming the fixmatch_crest run with other train_steps.
+MODEL_DIRS = {"refused_crest_longer": "fixmatch_crest"}
+# Runs of another experiment: CIFAR-100 has no reference estimates (TFDS, refused before any data is read).
+EXPERIMENTS = {"refused_darp_cifar100": "cifar100_lt_n50"}
+RUN_OVERRIDES["refused_darp_cifar100"] = f"algorithm.name=fixmatch_darp,{MISMATCHED}"
 
 # Runs run.py's main (absl flags parsed as on the command line) once per argv, all in one
 # process, so the learners share one TensorFlow start-up; reports exit code and output.
@@ -126,10 +168,19 @@ with open(sys.argv[1], "w") as f:
 def learner_runs(tmp_path_factory, cifar_folder):
     """{learner: (model_dir, report)}: every registered learner (and DASO + ABC) trained 2 steps."""
     root = tmp_path_factory.mktemp("learners")
-    names = sorted(ALGORITHMS) + list(RUN_OVERRIDES)
-    argvs = [[f"--experiment={EXPERIMENT}", f"--model_dir={root / name}", "--mode=train",
-              f"--params_override=data.source=folder,data.data_dir={cifar_folder},{TINY},"
-              + RUN_OVERRIDES.get(name, f"algorithm.name={name}")] for name in names]
+    (root / "estimate.json").write_text(json.dumps({"estimate": [5, 4, 3, 3, 2, 2, 1, 1, 1, 1]}))
+    (root / "three.json").write_text(json.dumps({"estimate": [1, 1, 1]}))
+    names = [name for name in sorted(ALGORITHMS) if name not in RUN_OVERRIDES] + list(RUN_OVERRIDES)
+    argvs = []
+    for name in names:
+        override = RUN_OVERRIDES.get(name, f"algorithm.name={name}").format(root=root)
+        if name in EXPERIMENTS:
+            argvs.append([f"--experiment={EXPERIMENTS[name]}", f"--model_dir={root / name}", "--mode=train",
+                          f"--params_override={override}"])
+            continue
+        argvs.append([f"--experiment={EXPERIMENT}", f"--model_dir={root / MODEL_DIRS.get(name, name)}",
+                      "--mode=train", f"--params_override=data.source=folder,data.data_dir={cifar_folder},{TINY},"
+                      + override])
     report_path = root / "report.json"
     done = subprocess.run([sys.executable, "-c", DRIVER, str(report_path)], input=json.dumps(argvs), cwd=REPO_ROOT,
                           env=run_env(), capture_output=True, text=True, timeout=900)
@@ -191,6 +242,54 @@ def test_daso_with_abc_trains_through_run_py(learner_runs):
     names = checkpoint.get_variable_to_shape_map()
     assert "model/ema_network/abc_classifier/_kernel/.ATTRIBUTES/VARIABLE_VALUE" in names
     assert "model/seed_state/.ATTRIBUTES/VARIABLE_VALUE" in names
+
+
+@pytest.mark.slow
+def test_dataset_wide_passes_run_inside_run_py(learner_runs):
+    # CReST: 2 generations of 1 step: the second starts at step 1 with the first's selection
+    for name in ("fixmatch_crest", "remixmatch_crest"):
+        model_dir, report = learner_runs[name]
+        assert "generation 2/2 from step 1: " in report["stdout"], report["stdout"][-2000:]
+        import tensorflow as tf
+
+        checkpoint = tf.train.load_checkpoint(str(model_dir / "checkpoints" / "ckpt-000000002" / "ckpt"))
+        assert checkpoint.get_tensor("model/generation/.ATTRIBUTES/VARIABLE_VALUE") == 1
+        selected = checkpoint.get_tensor("model/pseudo_labeled/.ATTRIBUTES/VARIABLE_VALUE")
+        assert selected.shape == (57,) and (selected >= 0).any()  # 57 unlabeled images in TINY
+    # DARP_ESTIM estimates at every evaluation (whether its 2-step classifier's estimate is
+    # accepted is up to the data: the file is only written once one is)
+    _, report = learner_runs["darp_estim"]
+    assert "DARP estimate at step 2: " in report["stdout"]
+    # DARP with an estimate file: trains, and records where its target came from
+    model_dir, report = learner_runs["fixmatch_darp+estimate"]
+    assert report["code"] == 0, report["stderr"][-3000:]
+    config = json.loads((model_dir / "results.json").read_text())["learner"]["config"]
+    assert config["darp_estimate"] == str(model_dir.parent / "estimate.json") and config["num_unlabeled"] == 120
+
+
+REFUSALS = {
+    "refused_darp_without_estimate": "algorithm.darp_estimate unset: learner 'fixmatch_darp' needs an estimate of the "
+                                     "unlabeled class distribution",
+    "refused_darp_cifar100": "the reference has none for cifar100_l_50_10_ul_400_1",
+    "refused_darp_estimate_classes": "three.json: holds 3 classes; data.dataset=cifar10 has 10",
+    "refused_darp_xla": "runtime.jit_compile=True: learner 'fixmatch_darp' solves DARP on the host",
+    "refused_crest_generations": "algorithm.num_generations=5: expected at most trainer.train_steps=2",
+    "refused_crest_longer": "trainer.train_steps=4: learner 'fixmatch_crest' splits the run into generations",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(REFUSALS))
+def test_settings_a_learner_cannot_train_are_refused(learner_runs, name):
+    model_dir, report = learner_runs[name]
+    assert report["code"] == 2, report["stderr"][-3000:]
+    (error,) = error_lines(report["stderr"])
+    assert REFUSALS[name] in error and "Traceback" not in report["stderr"]
+    if name in MODEL_DIRS:  # the run there is untouched
+        results = json.loads((model_dir.parent / MODEL_DIRS[name] / "results.json").read_text())
+        assert results["train_steps"] == TRAIN_STEPS and results["finished"]
+    else:
+        assert not model_dir.exists()
 
 
 # --------------------------------------------------------------------------- bad input
