@@ -3,13 +3,14 @@ reference's solver re-implemented here in NumPy (darp_reproduce.py with scipy's 
 
 import math
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from daso_tf.algorithms.darp import DARP, class_scaling, refine_pseudo_labels, secant_root, solve_dual
 from daso_tf.data import train_stream
-from tests.helpers import small_long_tailed_data, synthetic_batches, tiny_daso
+from tests.helpers import model_state, small_long_tailed_data, synthetic_batches, tiny_daso
 
 
 # --------------------------------------------------------------------------- the reference, in NumPy
@@ -174,6 +175,32 @@ def test_fixmatch_darp_uses_the_refined_pseudo_labels_and_needs_indices():
         model.compile(jit_compile=True)
     model.compile()  # "auto" resolves to no XLA: the DARP layer does not support it
     assert model.jit_compile is False
+
+
+def test_a_restored_checkpoint_continues_exactly(tmp_path):
+    batches = indexed_batches(6, 20)
+
+    def new_model():
+        keras.utils.set_random_seed(0)
+        model = tiny_darp(darp_warmup_ratio=0.2)  # warm-up 2 steps, a solve every 2
+        model.compile()
+        model.optimizer.build(model.trainable_variables)
+        return model, tf.function(model.train_step)
+
+    straight, step = new_model()
+    for batch in batches[:3]:
+        step(batch)
+    tf.train.Checkpoint(model=straight, optimizer=straight.optimizer).write(str(tmp_path / "ckpt"))
+    for batch in batches[3:]:
+        step(batch)
+    resumed, step = new_model()
+    tf.train.Checkpoint(model=resumed, optimizer=resumed.optimizer).read(str(tmp_path / "ckpt")).assert_consumed()
+    assert int(resumed.darp.counter.numpy()) == 3
+    for batch in batches[3:]:
+        step(batch)
+    expected, got = model_state(straight), model_state(resumed)
+    bad = [key for key in expected if not np.allclose(got[key], expected[key], rtol=1e-5, atol=1e-6)]
+    assert not bad, bad
 
 
 def test_target_from_an_estimate_and_config_round_trip():

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from daso_tf.algorithms.darp_estim import holdout_split, shift_estimate
 from daso_tf.data import LongTailedData, unlabeled_estimates
@@ -58,7 +59,7 @@ def two_class_data(num_labeled):
     unlabeled_labels = np.array([0, 1, 1, 1, 0])
 
     def images(classes):
-        return np.broadcast_to(np.asarray(classes, np.uint8)[:, None, None, None] * 100, (len(classes), 8, 8, 3)).copy()
+        return np.broadcast_to(np.asarray(classes, np.uint8)[:, None, None, None] * 100, (len(classes), 16, 16, 3)).copy()
 
     return LongTailedData(images(labels), labels, images(unlabeled_labels), unlabeled_labels,
                           images(valid_labels), valid_labels, images(valid_labels), valid_labels, ["a", "b"],
@@ -76,8 +77,11 @@ def test_estimation_writes_the_file_fixmatch_darp_reads(tmp_path, monkeypatch):
     assert estimation.source == "labeled"  # the tail class has 2 > 1 images
     assert estimation.training_data().labeled_labels.tolist() == [0, 0, 1]  # the first of each class held out
     # C = [[.8, .2], [.2, .8]]; q~ = 2 * [.8, .2] + 3 * [.2, .8] = [2.2, 2.8]; q^ = C^-1 q~ = [2, 3]
-    record = estimation.estimate(step=2)
-    assert record["accepted"]
+    training = estimation.training_data()
+    batches = tf.data.Dataset.from_tensor_slices((training.labeled_images, training.labeled_labels)).repeat().batch(2)
+    model.compile()
+    model.fit(batches, steps_per_epoch=1, epochs=2, callbacks=[estimation], verbose=0)  # estimates at step 2
+    assert int(model.estimate_count.numpy()) == 1
     written = json.loads(output.read_text())
     np.testing.assert_allclose(written["estimate"], [2.0, 3.0], rtol=1e-9)
     assert written["accepted_estimates"] == 1 and written["holdout"] == {"source": "labeled", "per_class": 1}
