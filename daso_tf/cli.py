@@ -1,11 +1,15 @@
-"""The command line: train, evaluate or export a registered DASO experiment.
+"""The command line: train, evaluate, export or report on a registered DASO experiment.
 
 ``run.py`` (in a checkout) and the installed ``daso-tf`` command are this module:
 
     python run.py --experiment=cifar10_lt_n1500 [--model_dir=runs/cifar10_lt_n1500]
-        [--mode=train_and_eval|train|eval|export]
+        [--mode=train_and_eval|train|eval|export|report]
         [--params_override=trainer.train_steps=1000,data.seed=1 | --params_override=my.yaml]
     python run.py --list_experiments
+
+``--mode=report`` writes ``<model_dir>/report/report.html`` and its figures
+(``daso_tf.tools.report``) from what the run has recorded so far; it needs neither the
+dataset nor TensorFlow, and may run while the run is training.
 
 Re-running the same command resumes from the last checkpoint in --model_dir. Keys of the
 data/model/algorithm sections must match the run's params.yaml (the run is refused
@@ -23,7 +27,7 @@ import traceback
 
 from absl import app, flags, logging
 
-MODES = ("train_and_eval", "train", "eval", "export")
+MODES = ("train_and_eval", "train", "eval", "export", "report")
 
 flags.DEFINE_string("experiment", None, "Registered experiment name (see --list_experiments).")
 flags.DEFINE_enum("mode", "train_and_eval", MODES, "What to do.")
@@ -32,6 +36,8 @@ flags.DEFINE_string("params_override", "",
                     "Comma-separated dotted key=value pairs (e.g. trainer.train_steps=1000) and/or paths "
                     "of YAML files with config sections; later items win.")
 flags.DEFINE_string("export_dir", None, "--mode=export: where to write the SavedModel (export.export_dir).")
+flags.DEFINE_string("report_dir", None, "--mode=report: where to write report.html and the figures "
+                    "(default: <model_dir>/report).")
 flags.DEFINE_bool("list_experiments", False, "List the registered experiments and exit.")
 FLAGS = flags.FLAGS
 
@@ -96,6 +102,8 @@ def main(argv):
     if FLAGS.list_experiments:
         print(experiments.experiment_table())
         return 0
+    if FLAGS.mode == "report":
+        return report(FLAGS.experiment, FLAGS.model_dir, FLAGS.report_dir, FLAGS.params_override)
     if not FLAGS.experiment:
         bad_input(f"--experiment is required; known experiments: {', '.join(experiments.list_experiments())}")
     try:
@@ -109,6 +117,30 @@ def main(argv):
         if os.environ.get("DASO_TRACEBACK"):
             traceback.print_exc()
         bad_input(_one_line(error))
+    return 0
+
+
+def report(experiment, model_dir, report_dir, params_override):
+    """--mode=report: the one-page report of the run in model_dir (no TensorFlow, no dataset)."""
+    from daso_tf import experiments
+    from daso_tf.config import ConfigError
+    from daso_tf.tools.report import ReportError, write_report
+
+    if params_override:
+        bad_input("--params_override has no effect with --mode=report (it reads what the run recorded)")
+    if not model_dir:
+        if not experiment:
+            bad_input("--mode=report needs --model_dir (or --experiment, for runs/<experiment>)")
+        try:
+            experiments.get_entry(experiment)
+        except ConfigError as error:
+            bad_input(_one_line(error))
+        model_dir = os.path.join("runs", experiment)
+    try:
+        path = write_report([model_dir], report_dir or os.path.join(model_dir, "report"))
+    except (ReportError, OSError) as error:
+        bad_input(_one_line(error))
+    print(f"report written: {path}")
     return 0
 
 

@@ -23,6 +23,7 @@ import typing
 import yaml
 
 from daso_tf._validation import SERVING_MODEL_NAME
+from daso_tf.data.long_tailed_data import WHOLE_UNLABELED_SPLIT
 from daso_tf.data.unlabeled_estimates import ESTIMATE_FILE_SUFFIXES, REFERENCE_ESTIMATES
 from daso_tf.provenance import PROVENANCE_KEY, provenance
 
@@ -41,8 +42,6 @@ DISTRIBUTION_STRATEGIES = ("default", "mirrored", "multi_worker_mirrored")
 MIXED_PRECISION_CHOICES = ("none", "auto", "mixed_bfloat16", "mixed_float16")
 DTYPE_POLICIES = ("float32", "float64")
 CHECKPOINT_CHOICES = ("latest", "best")
-# STL-10's unlabeled set is its whole extra split: num_unlabeled_head / imbalance_unlabeled -1.
-WHOLE_EXTRA_SPLIT = -1
 
 
 class ConfigError(ValueError):
@@ -135,7 +134,8 @@ RATIO = at_least(1)  # imbalance ratios (head / tail; 1 = balanced)
 DARP_ESTIMATE_PATTERN = re.compile(  # a reference estimate's name or an estimate file's path
     "^(?:" + "|".join(re.escape(name) for name in REFERENCE_ESTIMATES) + ")$|.+(?:"
     + "|".join(re.escape(suffix) for suffix in ESTIMATE_FILE_SUFFIXES) + ")$")
-WHOLE_EXTRA_SPLIT_ON_STL10 = dict(special=WHOLE_EXTRA_SPLIT, special_when=("data.dataset", "stl10"),
+# STL-10's unlabeled set is its whole extra split: num_unlabeled_head / imbalance_unlabeled -1.
+WHOLE_EXTRA_SPLIT_ON_STL10 = dict(special=WHOLE_UNLABELED_SPLIT, special_when=("data.dataset", "stl10"),
                                   special_text="the whole extra unlabeled split")
 
 

@@ -190,6 +190,9 @@ class SemiSupervisedModel(keras.Model):
         # samples that pass the mask. Read and reset by pseudo_label_diagnostics().
         self.pl_confusion = self.add_weight(
             name="pseudo_label_confusion", shape=(self.num_classes, self.num_classes), **diagnostics)
+        # The same over every unlabeled sample, selected or not (the DASO paper's Fig. 1 view).
+        self.pl_confusion_all = self.add_weight(
+            name="pseudo_label_confusion_all", shape=(self.num_classes, self.num_classes), **diagnostics)
         self.pl_counts = self.add_weight(name="pseudo_label_counts", shape=(2,), **diagnostics)
         self.build_state(self.feature_dim)
         self.built = True
@@ -516,7 +519,8 @@ class SemiSupervisedModel(keras.Model):
         return (x_l, y_l), u_views + tuple(unlabeled[1:])
 
     def update_pseudo_label_diagnostics(self, batch, outputs):
-        """Accumulate mask rate and (with u_true) the confusion of the selected pseudo-labels."""
+        """Accumulate mask rate and (with u_true) the confusion of the pseudo-labels: of the
+        selected (masked-in) ones, and of all of them."""
         if "mask" not in outputs or "pseudo_labels" not in outputs:
             return
         mask = all_gather(ops.cast(outputs["mask"], "float32")) > 0
@@ -526,33 +530,41 @@ class SemiSupervisedModel(keras.Model):
             return
         truth = ops.cast(all_gather(batch["u_true"]), "int32")
         predicted = ops.cast(all_gather(outputs["pseudo_labels"]), "int32")
-        keep = ops.logical_and(mask, truth >= 0)
-        pairs = ops.where(keep, truth * self.num_classes + predicted, -1)
-        confusion = ops.sum(ops.one_hot(pairs, self.num_classes * self.num_classes, dtype="int64"), axis=0)
-        self.pl_confusion.assign(self.pl_confusion + ops.reshape(confusion, (self.num_classes, self.num_classes)))
+        pairs = ops.where(truth >= 0, truth * self.num_classes + predicted, -1)
+        one_hot = ops.one_hot(pairs, self.num_classes * self.num_classes, dtype="int64")
+        shape = (self.num_classes, self.num_classes)
+        selected = ops.sum(one_hot * ops.cast(mask, "int64")[:, None], axis=0)
+        self.pl_confusion.assign(self.pl_confusion + ops.reshape(selected, shape))
+        self.pl_confusion_all.assign(self.pl_confusion_all + ops.reshape(ops.sum(one_hot, axis=0), shape))
 
     def pseudo_label_diagnostics(self, reset=True):
         """Pseudo-label quality since the last call (host side; for logging).
 
-        Returns {"mask_rate": float, "precision": [K], "recall": [K], "selected": [K],
-        "confusion": [K, K]}; precision/recall are NaN where undefined (no selected sample
-        of that class / no unlabeled ground truth). Recall is over the unlabeled samples of
-        a class that passed the mask.
+        Returns {"mask_rate": float, "num_selected": int, "num_unlabeled": int,
+        "precision": [K], "recall": [K], "selected": [K], "confusion": [K, K],
+        "confusion_all": [K, K]}; precision/recall are NaN where undefined (no selected sample
+        of that class / no unlabeled ground truth). ``precision``/``recall``/``selected``/
+        ``confusion`` are over the unlabeled samples that passed the mask; ``confusion_all``
+        (rows: true class, columns: pseudo-label) over every unlabeled sample with a known class.
         """
+        from daso_tf.training.evaluation import precision_recall
+
         confusion = np.asarray(self.pl_confusion.numpy(), dtype="float64")
         passed, total = (int(c) for c in self.pl_counts.numpy())
-        with np.errstate(invalid="ignore", divide="ignore"):
-            precision = np.diag(confusion) / confusion.sum(axis=0)
-            recall = np.diag(confusion) / confusion.sum(axis=1)
+        precision, recall = precision_recall(np.diag(confusion), confusion.sum(axis=0), confusion.sum(axis=1))
         result = {
             "mask_rate": passed / total if total else float("nan"),
+            "num_selected": passed,
+            "num_unlabeled": total,
             "precision": precision.tolist(),
             "recall": recall.tolist(),
             "selected": confusion.sum(axis=0).astype(int).tolist(),
             "confusion": confusion.astype(int).tolist(),
+            "confusion_all": np.asarray(self.pl_confusion_all.numpy()).astype(int).tolist(),
         }
         if reset:
             self.pl_confusion.assign(np.zeros_like(self.pl_confusion.numpy()))
+            self.pl_confusion_all.assign(np.zeros_like(self.pl_confusion_all.numpy()))
             self.pl_counts.assign(np.zeros_like(self.pl_counts.numpy()))
         return result
 

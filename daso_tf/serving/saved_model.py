@@ -14,9 +14,11 @@ Signatures:
   both returning probabilities float32 [None, K], class_ids int64 [None],
   class_names string [None].
 
-Images of any size are resized to the training resolution inside the graph with bilinear
-interpolation and half-pixel centres (no antialiasing); at the training size that resize is
-the identity, so such inputs reach the network unchanged.
+Images of any size are resized to the training resolution inside the graph with
+``daso_tf.data.image_resize.resize_images``, the resize the evaluation pipeline uses (PIL's
+antialiased bilinear resize, exact to the pixel, rounded to uint8): a 96 px STL-10 image is
+served exactly as it was evaluated. At the training size it is the identity, so such inputs
+reach the network unchanged.
 """
 
 import json
@@ -30,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from daso_tf._validation import SERVING_MODEL_NAME
+from daso_tf.data.image_resize import resize_images
 
 SERVING_SIGNATURE = "serving_default"
 BYTES_SIGNATURE = "predict_images_bytes"
@@ -218,8 +221,8 @@ def _check_version(version):
 
 
 def _network_input_dtype(network):
-    # The network casts floats itself, but feeding its variable dtype keeps resized
-    # (fractional) pixels exact under float64 and out of float16 under mixed precision.
+    # Pixels are fed in the network's variable dtype (float32 / float64), the dtype its
+    # preprocessing casts them to anyway.
     return tf.as_dtype(network.dtype_policy.variable_dtype)
 
 
@@ -234,7 +237,7 @@ def _build_and_check_classes(network, image_size, num_class_names):
 
 
 def _prediction_outputs(network, pixels, class_names_table):
-    """Float pixels at the training size -> the three serving outputs."""
+    """uint8 pixels at the training size -> the three serving outputs."""
     logits = network(tf.cast(pixels, _network_input_dtype(network)), training=False)
     probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
     class_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
@@ -248,7 +251,7 @@ def _prediction_outputs(network, pixels, class_names_table):
 def _checked_images(images):
     # A loaded signature checks the dtype it is fed but not the shape, and static checks
     # (tf.ensure_shape) pass at trace time: check the channels at run time. A wrong rank
-    # is rejected by the resize op ("input must be 4-dimensional").
+    # is rejected by the resize's einsum ("Expected input 0 to have rank 4").
     channels = tf.shape(images)[-1]
     message = f"{IMAGES_INPUT} must be uint8 [N, H, W, 3] (RGB); wrong number of channels"
     with tf.control_dependencies([tf.debugging.assert_equal(channels, 3, message=message)]):
@@ -262,9 +265,7 @@ def _write_saved_model(network, path, *, class_names, image_size):
     def serve_images(images):
         images = _checked_images(images)
         names = tf.constant(class_names, dtype=tf.string)
-        # tf.image.resize: bilinear, half-pixel centres, float32 out; identity at equal size.
-        pixels = tf.image.resize(images, image_size, method="bilinear")
-        return _prediction_outputs(network, pixels, names)
+        return _prediction_outputs(network, resize_images(images, image_size), names)
 
     def serve_image_bytes(image_bytes):
         names = tf.constant(class_names, dtype=tf.string)
@@ -272,12 +273,12 @@ def _write_saved_model(network, path, *, class_names, image_size):
         def decode_and_resize(encoded):
             image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
             image.set_shape([None, None, 3])
-            return tf.image.resize(image, image_size, method="bilinear")
+            return resize_images(image[None], image_size)[0]
 
         pixels = tf.map_fn(
             decode_and_resize,
             image_bytes,
-            fn_output_signature=tf.TensorSpec((*image_size, 3), tf.float32),
+            fn_output_signature=tf.TensorSpec((*image_size, 3), tf.uint8),
         )
         return _prediction_outputs(network, pixels, names)
 

@@ -92,3 +92,19 @@ def learner_record(name, model):
     config = model.get_config()
     config.pop("backbone", None)
     return {"name": name, "config": config, "optimizer": model.optimizer.get_config()}
+
+
+# Entries of a learner record that describe the data or the Keras object, not hyper-parameters.
+_NOT_HYPERPARAMETERS = {"name", "trainable", "dtype", "num_classes", "normalization", "labeled_class_counts",
+                        "class_names"}
+
+
+def describe_learner(record):
+    """One line of a learner record for the start-up summary: the learner's hyper-parameters and
+    its optimiser's settings (``key=value``; unset Keras optimiser options left out)."""
+    hyper = " ".join(f"{key}={value}" for key, value in record["config"].items() if key not in _NOT_HYPERPARAMETERS)
+    optimizer = dict(record["optimizer"])
+    optimizer_name = optimizer.pop("name", "optimizer")
+    settings = " ".join(f"{key}={value}" for key, value in optimizer.items()
+                        if value not in (None, False) and key not in ("ema_momentum",))
+    return f"{record['name']}: {hyper} | {optimizer_name}: {settings}"

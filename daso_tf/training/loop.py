@@ -33,8 +33,9 @@ from daso_tf.training.distribute import (check_divisible, input_pipeline_for_rep
 from daso_tf.training.distribution_estimation import ESTIMATE_FILE, DistributionEstimation
 from daso_tf.training.evaluation import classification_metrics
 from daso_tf.training.generations import GenerationLoop
-from daso_tf.training.learner_arguments import learner_arguments, learner_record
-from daso_tf.training.results import EvaluationHistory, RESULTS_FILE, write_json_atomic, write_results
+from daso_tf.training.learner_arguments import describe_learner, learner_arguments, learner_record
+from daso_tf.training.results import (EvaluationHistory, RESULTS_FILE, TrainingHistory, write_json_atomic,
+                                      write_results)
 
 
 def plan_segments(start_step, total_steps, period, boundaries=()):
@@ -199,7 +200,7 @@ def startup_summary(config, model_dir, mode, strategy, lt_data, model, start_ste
         f"{count_parameters(model):,} trainable parameters, policy {keras.config.dtype_policy().name}, "
         f"XLA {'on' if config.runtime.jit_compile else 'off'}",
     ]
-    lines.append(f"learner    {json.dumps(learner_record(config.algorithm.name, model))}")
+    lines.append(f"learner    {describe_learner(learner_record(config.algorithm.name, model))}")
     not_taken = learner_arguments(config).not_taken
     if not_taken:  # set by the experiment (run.py refuses such keys from the user)
         lines.append(f"           algorithm keys {config.algorithm.name} does not take (set by the experiment; "
@@ -252,7 +253,8 @@ class TrainingRun:
                        if self.chief else tf.summary.create_noop_writer())
 
     # ---------------------------------------------------------------- evaluation
-    def _evaluate_and_record(self, step):
+    def _evaluate(self, step):
+        """Evaluates the EMA model; history, TensorBoard, console and best checkpoint (results: ``_record``)."""
         metrics = self.evaluator()
         entry = self.history.append(step, metrics.get("valid"), metrics.get("test"))
         window = self.config.trainer.median_window
@@ -276,15 +278,21 @@ class TrainingRun:
         valid_top1 = valid.get("top1")
         if valid_top1 is not None and (best is None or valid_top1 > best["valid_top1"]):
             self.checkpoints.save_best(step, valid_top1)
-        self._write_results(step, finished=False)
         return entry
+
+    def _record(self, step):
+        """Closes the training window ending at ``step`` and rewrites results.json."""
+        self.training_history.append(self.summaries.take_record())
+        self._write_results(step, finished=False)
 
     def _write_results(self, step, finished):
         if not self.chief:
             return
         write_results(self.model_dir, config=self.config, history=self.history, step=step, finished=finished,
                       wall_time_s=self.previous_wall_time + time.perf_counter() - self.t0,
-                      class_names=self.class_names, learner=learner_record(self.config.algorithm.name, self.model))
+                      class_names=self.class_names, training=self.training_history,
+                      labeled_counts=self.lt_data.labeled_counts, unlabeled_counts=self.lt_data.unlabeled_counts,
+                      learner=learner_record(self.config.algorithm.name, self.model))
 
     # ---------------------------------------------------------------- training
     def train(self, evaluate=True):
@@ -295,9 +303,13 @@ class TrainingRun:
         if restored is not None and restored != start_step:
             raise RuntimeError(f"checkpoint {restored} holds step {start_step}; the checkpoint directory is inconsistent")
         self.previous_wall_time = _previous_wall_time(self.model_dir) if restored is not None else 0.0
-        self.history = EvaluationHistory.load(self.model_dir, up_to_step=start_step,
-                                              median_window=trainer.median_window) \
-            if restored is not None else EvaluationHistory(median_window=trainer.median_window)
+        if restored is not None:
+            self.history = EvaluationHistory.load(self.model_dir, up_to_step=start_step,
+                                                  median_window=trainer.median_window)
+            self.training_history = TrainingHistory.load(self.model_dir, up_to_step=start_step)
+        else:
+            self.history = EvaluationHistory(median_window=trainer.median_window)
+            self.training_history = TrainingHistory()
         if self.chief:
             os.makedirs(self.model_dir, exist_ok=True)
             write_params(config, self.model_dir)
@@ -315,13 +327,13 @@ class TrainingRun:
         self.training_data = estimation.training_data() if estimation else self.lt_data
 
         clock = callbacks_lib.StepClock(start_step)
-        callback_list = [
-            clock,
-            callbacks_lib.TrainingSummaries(clock, self.writer, trainer.log_interval, self.class_names),
-        ]
+        self.summaries = callbacks_lib.TrainingSummaries(clock, self.writer, trainer.log_interval, self.class_names)
+        callback_list = [clock, self.summaries]
         if evaluate:
             callback_list.append(callbacks_lib.PeriodicEvaluation(
-                clock, trainer.eval_interval, trainer.train_steps, self._evaluate_and_record))
+                clock, trainer.eval_interval, trainer.train_steps, self._evaluate))
+        callback_list.append(callbacks_lib.PeriodicRecord(
+            clock, (trainer.eval_interval, trainer.checkpoint_interval), trainer.train_steps, self._record))
         if estimation:  # before the checkpoint of the same step: its state is in the model
             callback_list.append(estimation)
         callback_list.append(callbacks_lib.PeriodicCheckpoint(
@@ -350,7 +362,7 @@ class TrainingRun:
         final_step = int(self.model.step.numpy())
         latest = self.history.latest()
         if evaluate and (latest is None or latest["step"] != final_step):
-            self._evaluate_and_record(final_step)
+            self._evaluate(final_step)
         self._write_results(final_step, finished=final_step >= trainer.train_steps)
         self.writer.flush()
         window = trainer.median_window

@@ -78,15 +78,27 @@ def _check_writable(model_dir):
         raise ConfigError(f"--model_dir={model_dir} is not writable ({reason})") from None
 
 
-def check_data_source(data_config):
-    """Fails early (before loading anything) when the data cannot hold the requested split.
+FOLDER_ALTERNATIVE = ("--params_override=data.source=folder,data.data_dir=<root of train/<class>/*.jpg and "
+                      "test/<class>/*.jpg>")
 
-    A local data directory must exist (an image folder: with its train/ and test/ class
-    folders, listed but not read), and every class must have enough training images for
-    ``num_valid_per_class + num_labeled_head + num_unlabeled_head`` (without M1 where the
-    unlabeled images are a separate set: STL-10's extra split, or ``<data_dir>/unlabeled/``).
-    TFDS datasets are checked against their known split sizes.
+
+def check_data_source(data_config):
+    """Fails early, before anything is loaded or written, when the data cannot hold the run.
+
+    - a local data directory must exist (an image folder: with its train/ and test/ class
+      folders, listed but not read);
+    - the unlabeled settings must fit the data (the -1 "whole extra unlabeled split" of STL-10
+      on a dataset without one, or an M1 for a dataset whose extra split is used whole);
+    - every class must have enough training images for ``num_valid_per_class +
+      num_labeled_head + num_unlabeled_head`` (without M1 where the unlabeled images are a
+      separate set: STL-10's extra split, or ``<data_dir>/unlabeled/``); TFDS datasets are
+      checked against their known split sizes;
+    - a TFDS dataset that is not prepared in the data_dir and whose download host cannot be
+      reached (offline): one line naming the dataset, the data_dir and the image-folder
+      alternative, within ``DOWNLOAD_PROBE_TIMEOUT_S`` seconds instead of TFDS's minutes of
+      download retries.
     """
+    from daso_tf.data.long_tailed_data import check_unlabeled_settings
     from daso_tf.data.sources import train_images_per_class
 
     data_dir = data_config.data_dir
@@ -105,10 +117,13 @@ def check_data_source(data_config):
         raise ConfigError(f"data.data_dir={data_dir}: {error}") from None
     where = (f"the training split of {data_config.dataset}" if data_config.source == "tfds"
              else f"{os.path.join(data_dir, 'train')}")
-    if data_config.num_unlabeled_head < 0 and not extra_unlabeled:
-        raise ConfigError(f"data.num_unlabeled_head={data_config.num_unlabeled_head} takes the whole extra "
-                          f"unlabeled split, but {where} comes without one (an image folder needs "
-                          "<data_dir>/unlabeled/)")
+    described = data_config.dataset if data_config.source == "tfds" else f"data.data_dir={data_dir}"
+    try:
+        check_unlabeled_settings(extra_unlabeled, num_unlabeled_head=data_config.num_unlabeled_head,
+                                 imbalance_unlabeled=data_config.imbalance_unlabeled,
+                                 reverse_unlabeled=data_config.reverse_unlabeled, dataset=described)
+    except ValueError as error:
+        raise ConfigError(f"data.{error}") from None
     parts = {"data.num_valid_per_class": data_config.num_valid_per_class,
              "data.num_labeled_head": data_config.num_labeled_head}
     if not extra_unlabeled:
@@ -119,3 +134,13 @@ def check_data_source(data_config):
         terms = " + ".join(f"{name}={value}" for name, value in parts.items())
         raise ConfigError(f"{terms} = {needed} training images per class are needed, but class {smallest} "
                           f"of {where} has {per_class[smallest]}")
+    if data_config.source == "tfds":
+        from daso_tf.data.sources import DatasetUnavailableError, check_tfds_available
+
+        try:
+            check_tfds_available(data_config.dataset, data_dir)
+        except DatasetUnavailableError as error:
+            raise ConfigError(f"data.dataset={data_config.dataset}: {error}. Prepare it there on a machine with "
+                              f"network access (e.g. `tfds build {data_config.dataset} --data_dir=<dir>`, then "
+                              "data.data_dir=<dir>), or train from an image-folder copy: "
+                              f"{FOLDER_ALTERNATIVE}") from None

@@ -85,6 +85,16 @@ def test_default_optimizer_overrides_and_exact_recorded_learning_rate():
     assert Supervised.default_optimizer()._learning_rate.base_learning_rate == 0.1
 
 
+def test_supervised_schedule_is_the_reference_at_250k_steps_and_stretched_to_shorter_runs():
+    reference = Supervised.default_optimizer(total_steps=250_000)._learning_rate.get_config()
+    assert (reference["warmup_steps"], list(reference["milestones"])) == (6250, [199999, 225000])
+    # a 5000-step run: the same fractions of the run (6250/250k, 199999/250k, 225000/250k)
+    short = Supervised.default_optimizer(total_steps=5000)._learning_rate
+    assert (short.get_config()["warmup_steps"], list(short.get_config()["milestones"])) == (125, [4000, 4500])
+    assert short.value_at(125) == pytest.approx(0.1) and short.value_at(3999) == pytest.approx(0.1)
+    assert short.value_at(4000) == pytest.approx(1e-3) and short.value_at(4500) == pytest.approx(1e-5)
+
+
 def test_build_model_gives_the_learner_its_keys_and_the_optimiser_overrides():
     import tensorflow as tf
 
