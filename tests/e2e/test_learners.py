@@ -96,6 +96,11 @@ REFERENCE = {
         {"threshold": 0.95, "lambda_u": 1.0, "logit_adjust": False, "logit_adjust_tau": 1.0, "ema_decay": 0.999,
          "darp_warmup_ratio": 0.4, "darp_period": 10, "darp_alpha": 2.0, "darp_iterations": 10,
          "darp_estimate": None, "total_steps": TRAIN_STEPS}, SSL_OPTIMIZER),
+    # the paper's FixMatch + LA + DARP: fixmatch.yaml's LOGIT_ADJUST APPLY True (TAU 1.0) with DARP
+    "fixmatch_darp+la": (
+        {"threshold": 0.95, "lambda_u": 1.0, "logit_adjust": True, "logit_adjust_tau": 1.0, "ema_decay": 0.999,
+         "darp_warmup_ratio": 0.4, "darp_period": 10, "darp_alpha": 2.0, "darp_iterations": 10,
+         "darp_estimate": None, "total_steps": TRAIN_STEPS}, SSL_OPTIMIZER),
     # darp_estim.py: labeled CE only, the trained model evaluated (no EMA); defaults.py DARP_ESTIM:
     # PER_CLASS_VALID_SAMPLES 10, THRESH_COND 100; SOLVER defaults (SGD 0.03 constant)
     "darp_estim": (
@@ -122,6 +127,7 @@ RUN_KEYS = {"name", "trainable", "dtype", "num_classes", "normalization", "label
 MISMATCHED = "data.imbalance_unlabeled=1"  # gamma_u != gamma_l: DARP needs an estimate
 RUN_OVERRIDES = {
     "daso+abc": "algorithm.name=daso,algorithm.abc=true",
+    "fixmatch_darp+la": "algorithm.name=fixmatch_darp,algorithm.logit_adjust=true",
     "fixmatch_crest": "algorithm.name=fixmatch_crest,algorithm.num_generations=2",  # a generation at step 1
     "remixmatch_crest": "algorithm.name=remixmatch_crest,algorithm.num_generations=2",
     # DARP with an estimate file (written by the fixture in darp_estim's format)
@@ -193,7 +199,8 @@ def learner_runs(tmp_path_factory, cifar_folder):
 
 
 def test_reference_table_covers_every_registered_learner():
-    assert set(REFERENCE) == set(ALGORITHMS) | {"daso+abc"}  # daso + abc=true: the README's DASO + ABC
+    # daso + abc=true: the README's DASO + ABC; fixmatch_darp + logit_adjust=true: FixMatch + LA + DARP
+    assert set(REFERENCE) == set(ALGORITHMS) | {"daso+abc", "fixmatch_darp+la"}
 
 
 @pytest.mark.slow
