@@ -143,23 +143,28 @@ RUN_OVERRIDES = {
 }
 # Runs in another model_dir than their name: resuming the fixmatch_crest run with other train_steps.
 MODEL_DIRS = {"refused_crest_longer": "fixmatch_crest"}
-# Runs of another experiment: CIFAR-100 has no reference estimates (TFDS, refused before any data is read).
+# Runs of another (TFDS) experiment, on fake TFDS data: CIFAR-100 has no reference estimates
+# (refused before any data is read).
 EXPERIMENTS = {"refused_darp_cifar100": "cifar100_lt_n50"}
 RUN_OVERRIDES["refused_darp_cifar100"] = f"algorithm.name=fixmatch_darp,{MISMATCHED}"
 
 # Runs run.py's main (absl flags parsed as on the command line) once per argv, all in one
 # process, so the learners share one TensorFlow start-up; reports exit code and output.
+# An argv marked mocked runs on fake TFDS data (tests/mock_tfds.py: TFDS experiments offline).
 DRIVER = r"""
 import contextlib, io, json, sys, traceback
 from absl import flags
 import run
 
 report = []
-for argv in json.loads(sys.stdin.read()):
+for mocked, argv in json.loads(sys.stdin.read()):
     flags.FLAGS.unparse_flags()
     flags.FLAGS(["run.py", *argv])
     stdout, stderr = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+    if mocked:
+        from tests.mock_tfds import mock_tfds
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), \
+            (mock_tfds() if mocked else contextlib.nullcontext()):
         try:
             code = run.main(["run.py"]) or 0
         except SystemExit as exit:
@@ -184,12 +189,12 @@ def learner_runs(tmp_path_factory, cifar_folder):
     for name in names:
         override = RUN_OVERRIDES.get(name, f"algorithm.name={name}").format(root=root)
         if name in EXPERIMENTS:
-            argvs.append([f"--experiment={EXPERIMENTS[name]}", f"--model_dir={root / name}", "--mode=train",
-                          f"--params_override={override}"])
+            argvs.append([True, [f"--experiment={EXPERIMENTS[name]}", f"--model_dir={root / name}", "--mode=train",
+                                 f"--params_override={override}"]])
             continue
-        argvs.append([f"--experiment={EXPERIMENT}", f"--model_dir={root / MODEL_DIRS.get(name, name)}",
-                      "--mode=train", f"--params_override=data.source=folder,data.data_dir={cifar_folder},{TINY},"
-                      + override])
+        argvs.append([False, [f"--experiment={EXPERIMENT}", f"--model_dir={root / MODEL_DIRS.get(name, name)}",
+                              "--mode=train", f"--params_override=data.source=folder,data.data_dir={cifar_folder},"
+                              f"{TINY},{override}"]])
     report_path = root / "report.json"
     done = subprocess.run([sys.executable, "-c", DRIVER, str(report_path)], input=json.dumps(argvs), cwd=REPO_ROOT,
                           env=run_env(), capture_output=True, text=True, timeout=900)
