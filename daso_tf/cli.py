@@ -68,7 +68,7 @@ def resolve_config(experiment, params_override="", export_dir=None, model_dir=No
     if export_dir:
         overrides["export.export_dir"] = export_dir
     model_dir = model_dir or os.path.join("runs", experiment)
-    user_keys = ()
+    user_keys, stored = (), None
     if mode in ("eval", "export"):
         config = load_run_config(model_dir, overrides, mode)
     else:
@@ -79,7 +79,7 @@ def resolve_config(experiment, params_override="", export_dir=None, model_dir=No
             fill_unset(config, stored).validate()  # a key left unset keeps the run's value
         user_keys = changed_keys(config, overrides, experiments.get_experiment(experiment), stored)
     check_data_source(config.data)
-    check_learner_keys(config, user_keys)  # imports the learners (TensorFlow): after the cheap checks
+    check_learner_keys(config, user_keys, stored)  # imports the learners (TensorFlow): after the cheap checks
     if mode not in ("eval", "export"):
         check_base_run(config, model_dir)  # cRT: a finished base run with this run's split
         check_model_dir(config, model_dir, mode)  # creates model_dir: after every other check

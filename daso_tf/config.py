@@ -25,6 +25,7 @@ import yaml
 from daso_tf import io_utils
 from daso_tf._validation import SERVING_MODEL_NAME
 from daso_tf.data.long_tailed_data import SPLIT_PROTOCOLS, WHOLE_UNLABELED_SPLIT
+from daso_tf.data.unlabeled_estimates import ESTIMATE_FILE_SUFFIXES, REFERENCE_ESTIMATES
 from daso_tf.provenance import PROVENANCE_KEY, provenance
 
 # Sections whose keys define what is being trained: changing one would silently mix two
@@ -133,6 +134,9 @@ POSITIVE = greater_than(0)  # temperatures, learning rates, MixUp alpha
 NON_NEGATIVE = at_least(0)  # loss weights, warm-up / ramp-up lengths (0 = none)
 COUNT = at_least(1)  # sizes, ratios, steps, intervals
 RATIO = at_least(1)  # imbalance ratios (head / tail; 1 = balanced)
+DARP_ESTIMATE_PATTERN = re.compile(  # a reference estimate's name or an estimate file's path
+    "^(?:" + "|".join(re.escape(name) for name in REFERENCE_ESTIMATES) + ")$|.+(?:"
+    + "|".join(re.escape(suffix) for suffix in ESTIMATE_FILE_SUFFIXES) + ")$")
 # STL-10's unlabeled set is its whole extra split: num_unlabeled_head / imbalance_unlabeled -1.
 WHOLE_EXTRA_SPLIT_ON_STL10 = dict(special=WHOLE_UNLABELED_SPLIT, special_when=("data.dataset", "stl10"),
                                   special_text="the whole extra unlabeled split")
@@ -247,6 +251,22 @@ class AlgorithmConfig:
     # cRT: class-aware labeled sampling; the finished run whose online encoder is re-trained on
     sampler_beta: typing.Optional[float] = learner_option(PROBABILITY)
     base_run: typing.Optional[str] = learner_option()
+    # DARP (fixmatch_darp) and its estimator (darp_estim)
+    darp_warmup_ratio: typing.Optional[float] = learner_option(PROBABILITY)
+    darp_period: typing.Optional[int] = learner_option(COUNT)
+    darp_alpha: typing.Optional[float] = learner_option(POSITIVE)
+    darp_iterations: typing.Optional[int] = learner_option(COUNT)
+    darp_estimate: typing.Optional[str] = learner_option(Allowed(
+        pattern=DARP_ESTIMATE_PATTERN,
+        pattern_text="a reference estimate (" + ", ".join(REFERENCE_ESTIMATES) + ") or the path of an estimate "
+                     "file (.json written by algorithm.name=darp_estim, or a NumPy .npy/.npyz vector)"))
+    holdout_per_class: typing.Optional[int] = learner_option(COUNT)
+    max_condition_number: typing.Optional[float] = learner_option(POSITIVE)
+    # CReST+ (fixmatch_crest, remixmatch_crest)
+    num_generations: typing.Optional[int] = learner_option(COUNT)
+    crest_alpha: typing.Optional[float] = learner_option(POSITIVE)
+    progressive_alignment: typing.Optional[bool] = learner_option()
+    alignment_temperature_min: typing.Optional[float] = learner_option(POSITIVE)
     # the optimiser (the learner's default_optimizer)
     lr_schedule: typing.Optional[str] = learner_option(one_of(*LR_SCHEDULES))
     decay_bias_and_norm: typing.Optional[bool] = learner_option()

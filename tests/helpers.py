@@ -117,3 +117,16 @@ def free_ports(count):
     for s in sockets:
         s.close()
     return ports
+def small_long_tailed_data(num_unlabeled=12, seed=0):
+    """A ``LongTailedData`` of 16x16 class-coloured images: 12 labeled (6 / 3 / 2 / 1 per class),
+    ``num_unlabeled`` unlabeled with known labels, no validation or test images."""
+    from daso_tf.data import LongTailedData
+
+    rng = np.random.default_rng(seed)
+    labeled_labels = np.array([0] * 6 + [1] * 3 + [2] * 2 + [3] * 1)
+    unlabeled_labels = rng.integers(0, 4, num_unlabeled)
+    labeled, unlabeled = class_images(labeled_labels, rng), class_images(unlabeled_labels, rng)
+    empty = labeled[:0]
+    return LongTailedData(labeled, labeled_labels, unlabeled, unlabeled_labels, empty, labeled_labels[:0],
+                          empty, labeled_labels[:0], ["a", "b", "c", "d"], [6, 3, 2, 1],
+                          np.bincount(unlabeled_labels, minlength=4).tolist(), [0, 0, 0, 0])

@@ -155,6 +155,10 @@ def test_every_non_boolean_key_declares_what_it_allows():
     ("data.seed", ["0", "4294967295"], ["-1", "4294967296"], "expected an integer in [0, 4294967295]"),
     ("export.model_name", ["daso", "daso-v1.2_b"], [".hidden", "a/b", "a b"], "expected a name of letters"),
     ("export.version", ["1"], ["0"], "expected an integer >= 1"),
+    ("algorithm.darp_estimate", ["cifar10_l_1500_100_ul_3000_1", "runs/e/darp_estimate.json", "q.npy"],
+     ["q.txt", "cifar100_l_150_10_ul_300_1"], "expected a reference estimate (cifar10_l_1500_100_ul_3000_1, "),
+    ("algorithm.darp_warmup_ratio", ["0", "0.4", "1"], ["1.5"], "expected a number in [0, 1]"),
+    ("algorithm.num_generations", ["1", "5"], ["0"], "expected an integer >= 1"),
 ])
 def test_value_constraints_accept_and_refuse(key, good, bad, message):
     for value in good:

@@ -3,16 +3,20 @@
 from daso_tf.algorithms.acr import ACR
 from daso_tf.algorithms.base import SemiSupervisedModel
 from daso_tf.algorithms.crt import CRT
+from daso_tf.algorithms.darp_estim import DARPEstim
 from daso_tf.algorithms.daso import DASO
 from daso_tf.algorithms.debiaspl import DebiasPL
 from daso_tf.algorithms.fixmatch import FixMatch
 from daso_tf.algorithms.fixmatch_abc import FixMatchABC
+from daso_tf.algorithms.fixmatch_crest import FixMatchCReST
+from daso_tf.algorithms.fixmatch_darp import FixMatchDARP
 from daso_tf.algorithms.mean_teacher import MeanTeacher
 from daso_tf.algorithms.mean_teacher_daso import MeanTeacherDASO
 from daso_tf.algorithms.mixmatch import MixMatch
 from daso_tf.algorithms.mixmatch_daso import MixMatchDASO
 from daso_tf.algorithms.pseudo_label import PseudoLabel
 from daso_tf.algorithms.remixmatch import ReMixMatch
+from daso_tf.algorithms.remixmatch_crest import ReMixMatchCReST
 from daso_tf.algorithms.remixmatch_daso import ReMixMatchDASO
 from daso_tf.algorithms.supervised import Supervised
 from daso_tf.algorithms.usadtm import USADTM
@@ -33,6 +37,10 @@ ALGORITHMS = {
     "pseudo_label": PseudoLabel,
     "usadtm": USADTM,
     "crt": CRT,
+    "fixmatch_darp": FixMatchDARP,
+    "darp_estim": DARPEstim,
+    "fixmatch_crest": FixMatchCReST,
+    "remixmatch_crest": ReMixMatchCReST,
 }
 
 
@@ -45,6 +53,7 @@ def get_algorithm(name):
             f"Unknown algorithm {name!r}; known: {', '.join(sorted(ALGORITHMS))}.") from None
 
 
-__all__ = ["ACR", "ALGORITHMS", "CRT", "DASO", "DebiasPL", "FixMatch", "FixMatchABC", "MeanTeacher",
-           "MeanTeacherDASO", "MixMatch", "MixMatchDASO", "PseudoLabel", "ReMixMatch", "ReMixMatchDASO",
-           "SemiSupervisedModel", "Supervised", "USADTM", "get_algorithm"]
+__all__ = ["ACR", "ALGORITHMS", "CRT", "DARPEstim", "DASO", "DebiasPL", "FixMatch", "FixMatchABC",
+           "FixMatchCReST", "FixMatchDARP", "get_algorithm", "MeanTeacher", "MeanTeacherDASO", "MixMatch",
+           "MixMatchDASO", "PseudoLabel", "ReMixMatch", "ReMixMatchCReST", "ReMixMatchDASO",
+           "SemiSupervisedModel", "Supervised", "USADTM"]

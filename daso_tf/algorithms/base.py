@@ -97,6 +97,8 @@ class SemiSupervisedModel(keras.Model):
     # (the reference's RandomSampler); a number = class-aware sampling with that beta (the
     # reference's ClassAwareSampler; see daso_tf.data.pipeline.class_aware_weights).
     sampler_beta = None
+    # Whether training batches must carry each unlabeled sample's dataset index (u_index).
+    needs_unlabeled_indices = False
 
     # Constructor arguments that are not hyper-parameters: what the data and the program
     # supply, and the heads learners set themselves. Every other constructor argument of a
@@ -256,6 +258,22 @@ class SemiSupervisedModel(keras.Model):
         overrides = dict(learning_rate=learning_rate, momentum=momentum, nesterov=nesterov, l2=weight_decay)
         return reference_sgd(**{name: value for name, value in overrides.items() if value is not None})
 
+    @classmethod
+    def data_arguments(cls, config, lt_data):
+        """Hook: constructor arguments the run derives from the data (beyond the labeled
+        counts, class names and normalisation every learner gets), e.g. the size of the
+        unlabeled set. ``config`` is the run's ``ExperimentConfig``, ``lt_data`` its
+        ``LongTailedData``. Their names belong in ``NOT_HYPERPARAMETERS``."""
+        del config, lt_data
+        return {}
+
+    @classmethod
+    def check_run_config(cls, config, stored=None):
+        """Hook: raise ``daso_tf.config.ConfigError`` (one line) for a run configuration this
+        learner cannot train, before anything is written; ``stored`` is the config of the run
+        being resumed (None for a new run)."""
+        del config, stored
+
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras' TF trainer, under any tf.distribute strategy, pulls one batch out of the
         # training iterator to build the model symbolically (calling it on the whole nested
@@ -352,12 +370,13 @@ class SemiSupervisedModel(keras.Model):
 
     # ------------------------------------------------------------------ training
     def unpack_train_batch(self, data):
-        """Validate and name the parts of ((x_l, y_l), (u_w, u_s[, u_true])).
+        """Validate and name the parts of ((x_l, y_l), (u_w, u_s[, u_true[, u_index]])).
 
-        The unlabeled part may hold other image views, ``(view_0, ..., view_n-1[, u_true])``
-        (u_true is told apart by its rank 1); ``select_unlabeled_views`` maps them to what
-        the learner uses, ``batch["u_views"]``. ``batch["u_w"]`` / ``batch["u_s"]`` are the
-        first two of those (``u_s`` is None for a one-view learner).
+        The unlabeled part may hold other image views, ``(view_0, ..., view_n-1[, u_true[,
+        u_index]])`` (u_true and the dataset indices u_index are told apart from the views by
+        their rank 1; ``train_stream(..., with_unlabeled_indices=True)``); ``select_unlabeled_views``
+        maps the views to what the learner uses, ``batch["u_views"]``. ``batch["u_w"]`` /
+        ``batch["u_s"]`` are the first two of those (``u_s`` is None for a one-view learner).
         """
         structure_error = ValueError(
             "Training batches must be ((x_labeled, y_labeled), (u_weak, u_strong)) or "
@@ -373,16 +392,27 @@ class SemiSupervisedModel(keras.Model):
             raise structure_error
         labeled = [tf.convert_to_tensor(t) for t in labeled]
         unlabeled = [tf.convert_to_tensor(t) for t in unlabeled]
-        u_true = unlabeled.pop() if len(unlabeled) >= 2 and len(unlabeled[-1].shape) == 1 else None
+        per_sample = []  # (u_true[, u_index]): the trailing rank-1 entries, after at least one view
+        while len(unlabeled) >= 2 and len(unlabeled[-1].shape) == 1 and len(per_sample) < 2:
+            per_sample.insert(0, unlabeled.pop())
+        u_true, u_index = (per_sample + [None, None])[:2]
+        if self.needs_unlabeled_indices and u_index is None:
+            raise ValueError(
+                f"{type(self).__name__} needs each unlabeled sample's dataset index: batches "
+                "((x_labeled, y_labeled), (u_weak, u_strong, u_true_labels, u_indices)), e.g. "
+                "train_stream(..., with_unlabeled_indices=True).")
         views = self.select_unlabeled_views(unlabeled)
         batch = {"x_l": labeled[0], "y_l": labeled[1], "u_w": views[0],
-                 "u_s": views[1] if len(views) > 1 else None, "u_views": views, "u_true": u_true}
+                 "u_s": views[1] if len(views) > 1 else None, "u_views": views, "u_true": u_true,
+                 "u_index": u_index}
         self._check_images("x_l", batch["x_l"])
         for index, view in enumerate(views):
             self._check_images(("u_w", "u_s")[index] if index < 2 else f"unlabeled view {index}", view)
         self._check_labels("y_labeled", batch["y_l"])
         if batch["u_true"] is not None:
             self._check_labels("u_true_labels", batch["u_true"], allow_unknown=True)
+        if u_index is not None and not tf.as_dtype(u_index.dtype).is_integer:
+            raise ValueError(f"u_indices must be integer dataset indices; got dtype {u_index.dtype.name}.")
         sizes = [view.shape[0] for view in views]
         if None not in sizes and len(set(sizes)) > 1:
             raise ValueError(
@@ -471,10 +501,11 @@ class SemiSupervisedModel(keras.Model):
 
         unlabeled = data[1] if isinstance(data, (tuple, list)) and len(data) == 2 else ()
         unlabeled = [tf.convert_to_tensor(t) for t in unlabeled]
-        if len(unlabeled) not in (1, 2) or len(unlabeled[-1].shape) != (4, 1)[len(unlabeled) - 1]:
+        if not 1 <= len(unlabeled) <= 3 or len(unlabeled[0].shape) != 4 \
+                or any(len(t.shape) != 1 for t in unlabeled[1:]):
             raise ValueError("augment_on_device=True needs batches ((x_labeled, y_labeled), "
-                             "(u_raw,)) or ((x_labeled, y_labeled), (u_raw, u_true)) of raw "
-                             "images: train_stream(..., augment_on_device=True).")
+                             "(u_raw[, u_true[, u_index]])) of raw images: "
+                             "train_stream(..., augment_on_device=True).")
         x_l, y_l = data[0]
         views = tuple(self.unlabeled_views) or ("weak",)
         keys = pipeline.augmentation_keys(self.augment_seed, step, len(views))

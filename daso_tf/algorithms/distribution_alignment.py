@@ -17,7 +17,8 @@ class DistributionAlignment(keras.layers.Layer):
     ``mean_p`` is the mean prediction over the last ``history`` batches, the current batch
     included (the reference keeps a list of 128 batches and averages all their rows; with
     equal batch sizes that is the mean of the per-batch means kept here). ``target`` is the
-    labeled class prior raised to ``temperature`` (1.0) and renormalised.
+    labeled class prior raised to ``temperature`` (1.0; ``call`` may pass another, as
+    CReST+'s progressive alignment does) and renormalised.
 
     Args:
         target_distribution: `[K]` labeled class counts or prior.
@@ -49,12 +50,19 @@ class DistributionAlignment(keras.layers.Layer):
                                            name="num_batches", **state)
         self.built = True  # all state exists; an unbuilt layer would be traced an extra time
 
-    def target(self, dtype):
-        target = np.asarray(self.target_distribution) ** self.temperature
-        return ops.convert_to_tensor(target / target.sum(), dtype=dtype)
+    def target(self, dtype, temperature=None):
+        """``target_distribution ** t`` renormalised; ``t`` is ``temperature`` (a tensor, e.g.
+        CReST+'s progressive schedule) or, when None, the layer's own."""
+        if temperature is None:
+            target = np.asarray(self.target_distribution) ** self.temperature
+            return ops.convert_to_tensor(target / target.sum(), dtype=dtype)
+        target = ops.power(ops.convert_to_tensor(self.target_distribution, dtype=dtype),
+                           ops.cast(temperature, dtype))
+        return target / ops.sum(target)
 
-    def call(self, probs):
-        """Push this batch's mean prediction and return the aligned, renormalised probs."""
+    def call(self, probs, temperature=None):
+        """Push this batch's mean prediction and return the aligned, renormalised probs
+        (target temperature: ``temperature`` if given, else the layer's)."""
         probs = ops.stop_gradient(ops.convert_to_tensor(probs))
         dtype = probs.dtype
         batch_mean = ops.mean(ops.cast(all_gather(probs), self.variable_dtype), axis=0)
@@ -69,7 +77,7 @@ class DistributionAlignment(keras.layers.Layer):
         self.num_batches.assign(num_batches)
         mean_probs = ops.sum(means, axis=0) / ops.cast(filled, means.dtype)
         eps = ops.convert_to_tensor(self.epsilon, dtype)
-        aligned = probs * (self.target(dtype) + eps) / (ops.cast(mean_probs, dtype) + eps)
+        aligned = probs * (self.target(dtype, temperature) + eps) / (ops.cast(mean_probs, dtype) + eps)
         return aligned / ops.sum(aligned, axis=-1, keepdims=True)
 
     def get_config(self):

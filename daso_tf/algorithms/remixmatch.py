@@ -99,9 +99,17 @@ class ReMixMatch(SemiSupervisedModel):
         probs = ops.softmax(ops.stop_gradient(ops.cast(weak_logits, dtype)), axis=-1)
         linear_probs = probs
         if self.distribution_alignment:
-            probs = self.aligner(probs)
+            probs = self.aligner(probs, temperature=self.alignment_temperature(step))
         targets = sharpen(probs, self.temperature)
         return targets, {"linear_pseudo_labels": ops.argmax(linear_probs, axis=-1)}
+
+    def alignment_temperature(self, step):
+        """Hook: the temperature of DA's target at ``step`` (None: the aligner's own, 1.0)."""
+        return None
+
+    def consistency_ramp(self, step, dtype):
+        """The weight ramp of loss_u and loss_kl at ``step`` (linear over ``rampup_steps``)."""
+        return linear_rampup(step, self.rampup_steps, dtype)
 
     def alignment_losses(self, outputs, strong_features, step):
         """Hook: extra loss terms from the [u_w, u_s1] features (DASO: loss_align)."""
@@ -114,7 +122,7 @@ class ReMixMatch(SemiSupervisedModel):
         u_w, u_s1, u_s2 = batch["u_views"]
         num_labeled, num_unlabeled = ops.shape(x_l)[0], ops.shape(u_w)[0]
         images = [ops.cast(view, self.online_network.variable_dtype) for view in (x_l, u_w, u_s1, u_s2)]
-        ramp = linear_rampup(step, self.rampup_steps, dtype)
+        ramp = self.consistency_ramp(step, dtype)
 
         features, logits = self.online_network.features_and_logits(
             ops.concatenate([images[1], images[2]], axis=0), training=True)

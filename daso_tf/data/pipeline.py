@@ -164,8 +164,8 @@ def make_strong_augment(augmentation="reference"):
 def train_stream(lt_data, *, labeled_batch_size, unlabeled_ratio, seed,
                  augmentation="reference", augment_size=None, output_size=32, start_step=0,
                  with_unlabeled_labels=False, unlabeled_views=("weak", "strong"),
-                 augment_on_device=False, class_aware_beta=None):
-    """The infinite training stream ``((x_l, y_l), (u_w, u_s[, u_true]))``.
+                 augment_on_device=False, class_aware_beta=None, with_unlabeled_indices=False):
+    """The infinite training stream ``((x_l, y_l), (u_w, u_s[, u_true[, u_index]]))``.
 
     ``unlabeled_views`` names the views of each unlabeled image, in order ("identity",
     "weak" or "strong", ``VIEWS``; a learner's ``unlabeled_views`` attribute, e.g.
@@ -185,8 +185,13 @@ def train_stream(lt_data, *, labeled_batch_size, unlabeled_ratio, seed,
     to ``output_size`` (``image_resize.resize_images``: PIL's antialiased bilinear resize,
     the one the evaluation stream and serving use).
 
+    ``with_unlabeled_indices=True`` appends ``u_index`` int64 [mu*B], each unlabeled
+    sample's position in ``lt_data.unlabeled_images`` (learners that keep per-sample state
+    over the whole unlabeled set need it, e.g. DARP); ``u_true`` then always comes before
+    it (-1 where unknown), so the layout stays unambiguous.
+
     ``augment_on_device=True``: the stream yields the raw images instead,
-    ``((x_l, y_l), (u[, u_true]))`` uint8 (resized to ``augment_size`` if set), for a model
+    ``((x_l, y_l), (u[, u_true[, u_index]]))`` uint8 (resized to ``augment_size`` if set), for a model
     built with ``augment_on_device=True`` that augments them inside its train step with the
     same keys (``augmentation_keys``), so the host only gathers and batches uint8.
     """
@@ -220,8 +225,10 @@ def train_stream(lt_data, *, labeled_batch_size, unlabeled_ratio, seed,
         else:
             x_l, u_views = augment_batch(x_l, u, augmentation_keys(seed, step, len(views)), views,
                                          strong, output_size)
-        if with_unlabeled_labels:
-            return (x_l, y_l), u_views + (tf.gather(unlabeled_labels, unlabeled_index),)
+        if with_unlabeled_labels or with_unlabeled_indices:
+            u_views += (tf.gather(unlabeled_labels, unlabeled_index),)
+        if with_unlabeled_indices:
+            u_views += (unlabeled_index,)
         return (x_l, y_l), u_views
 
     steps = tf.data.Dataset.range(int(start_step), _MAX_EPOCHS)

@@ -6,7 +6,9 @@
   means the learner's default, which is the reference value: nothing copies defaults
   between learners.
 - The run fills in ``RUN_FILLED`` itself for learners that take them: ``total_steps`` =
-  trainer.train_steps, ``seed`` = data.seed.
+  trainer.train_steps, ``seed`` = data.seed; and what the learner derives from the data
+  (its ``data_arguments``: e.g. the unlabeled set's size, or a reference default that
+  depends on the data setting, for keys left unset).
 - Only keys that are set are passed, and only to a learner that takes them. A set key the
   learner does not take is refused when the user set it (``check_learner_keys``, called by
   run.py before anything is written) and reported once in the start-up summary, not passed,
@@ -70,9 +72,10 @@ def learner_arguments(config):
                    if name not in hyperparameters and name not in optimizer_names and name not in RUN_FILLED})
 
 
-def check_learner_keys(config, user_keys):
+def check_learner_keys(config, user_keys, stored=None):
     """Raises ConfigError when a key in ``user_keys`` (set by the user) is an algorithm key
-    the chosen learner does not take; also refuses an unknown ``algorithm.name``."""
+    the chosen learner does not take; also refuses an unknown ``algorithm.name`` and what the
+    learner's ``check_run_config`` refuses (``stored``: the config of the run being resumed)."""
     arguments = learner_arguments(config)
     refused = [key for key in sorted(user_keys) if key in arguments.not_taken]
     if refused:
@@ -81,6 +84,7 @@ def check_learner_keys(config, user_keys):
         raise ConfigError(f"{settings}: learner {name!r} (algorithm.name) does not take "
                           f"{'this key' if len(refused) == 1 else 'these keys'}; it takes "
                           f"{', '.join(config_keys_taken(arguments.algorithm_class))}")
+    arguments.algorithm_class.check_run_config(config, stored)
 
 
 def learner_record(name, model):

@@ -39,18 +39,26 @@ from daso_tf.training.checkpoints import CheckpointManager
 from daso_tf.training.distribute import (check_divisible, chief_decides, input_pipeline_for_replicas, is_chief,
                                          is_chief_task, make_strategy, synchronize_batch_norm, task_info,
                                          wrap_train_logs_for_multi_worker)
+from daso_tf.training.distribution_estimation import ESTIMATE_FILE, DistributionEstimation
 from daso_tf.training.evaluation import classification_metrics
+from daso_tf.training.generations import GenerationLoop
 from daso_tf.training.learner_arguments import describe_learner, learner_arguments, learner_record
 from daso_tf.training.results import (EvaluationHistory, RESULTS_FILE, TrainingHistory, read_results,
                                       write_results)
 from daso_tf.training.run_lock import RunDirLock
 
 
-def plan_segments(start_step, total_steps, period):
+def plan_segments(start_step, total_steps, period, boundaries=()):
     """``fit`` calls covering [start_step, total_steps): ``[(first_step, epochs, steps_per_epoch)]``.
 
-    Every epoch ends on a multiple of ``period`` or at ``total_steps``.
+    Every epoch ends on a multiple of ``period`` or at ``total_steps``; no ``fit`` call
+    crosses one of ``boundaries`` (steps where something must happen between two calls,
+    e.g. a new CReST generation).
     """
+    cuts = sorted(b for b in set(boundaries) if start_step < b < total_steps)
+    if cuts:
+        pieces = zip([start_step] + cuts, cuts + [total_steps])
+        return [segment for first, last in pieces for segment in plan_segments(first, last, period)]
     segments, step = [], int(start_step)
     if step >= total_steps:
         return segments
@@ -104,8 +112,9 @@ def build_model(config, lt_data, strategy):
     """The learner named by ``config.algorithm.name``, built and compiled under ``strategy``.
 
     It gets the ``algorithm`` keys that are set and that it takes, plus ``total_steps`` and
-    ``seed`` from the run (``daso_tf.training.learner_arguments``); its optimiser is its
-    ``default_optimizer`` with the optimiser keys that are set.
+    ``seed`` from the run (``daso_tf.training.learner_arguments``) and what it derives from
+    the data (its ``data_arguments``); its optimiser is its ``default_optimizer`` with the
+    optimiser keys that are set.
     """
     from daso_tf import data as data_lib
     from daso_tf.models import WideResNet
@@ -124,7 +133,7 @@ def build_model(config, lt_data, strategy):
             class_names=list(lt_data.class_names),
             augment_on_device=config.runtime.augment_on_device,
             augment_seed=config.data.seed,
-            **arguments.model_kwargs,
+            **{**arguments.algorithm_class.data_arguments(config, lt_data), **arguments.model_kwargs},
         )
         model.build((None, size, size, 3))
         if strategy.num_replicas_in_sync > 1:
@@ -319,6 +328,16 @@ class TrainingRun:
                        if self.chief else tf.summary.create_noop_writer())
         self.log(startup_summary(config, self.model_dir, self.mode, self.strategy, self.lt_data, self.model, start_step))
         self.evaluator = Evaluator(self.model, make_eval_datasets(config, self.lt_data), self.lt_data.labeled_counts)
+        # Learners with passes over a whole dataset between steps (CReST's generations,
+        # DARP_ESTIM's estimates); see generations.py / distribution_estimation.py.
+        passes = dict(batch_size=trainer.eval_batch_size, output_size=config.data.image_size, log=self.log)
+        generations = GenerationLoop(self.model, self.lt_data, **passes) if GenerationLoop.drives(self.model) else None
+        estimation = None
+        if DistributionEstimation.drives(self.model):
+            estimation = DistributionEstimation(
+                self.model, self.lt_data, interval=trainer.eval_interval, total_steps=trainer.train_steps,
+                output_path=os.path.join(self.model_dir, ESTIMATE_FILE), write=self.chief, **passes)
+        self.training_data = estimation.training_data() if estimation else self.lt_data
 
         clock = callbacks_lib.StepClock(start_step)
         self.summaries = callbacks_lib.TrainingSummaries(clock, self.writer, trainer.log_interval, self.class_names)
@@ -328,6 +347,8 @@ class TrainingRun:
                 clock, trainer.eval_interval, trainer.train_steps, self._evaluate))
         callback_list.append(callbacks_lib.PeriodicRecord(
             clock, (trainer.eval_interval, trainer.checkpoint_interval), trainer.train_steps, self._record))
+        if estimation:  # before the checkpoint of the same step: its state is in the model
+            callback_list.append(estimation)
         callback_list.append(callbacks_lib.PeriodicCheckpoint(
             clock, trainer.checkpoint_interval, trainer.train_steps, self.checkpoints,
             log=self.log if self.chief else (lambda *_: None)))
@@ -335,11 +356,18 @@ class TrainingRun:
             callback_list.append(callbacks_lib.ProgressLogger(clock, trainer.train_steps, trainer.log_interval))
 
         period = math.gcd(trainer.eval_interval, trainer.checkpoint_interval)
-        segments = plan_segments(start_step, trainer.train_steps, period)
+        boundaries = generations.boundaries(trainer.train_steps) if generations else ()
+        segments = plan_segments(start_step, trainer.train_steps, period, boundaries)
         if not segments:
             self.log(f"already trained to step {start_step} (trainer.train_steps={trainer.train_steps}); "
                      "raise trainer.train_steps to continue")
         for first_step, epochs, steps_per_epoch in segments:
+            if generations:
+                if generations.advance(first_step):
+                    # The new generation (selection, fresh weights) is model state: checkpoint
+                    # it at once, so a resumed run continues it instead of recomputing it.
+                    self.checkpoints.save(first_step)
+                self.training_data = generations.training_data()
             clock.begin_segment(first_step, steps_per_epoch)
             dataset = input_pipeline_for_replicas(self.strategy, lambda first=first_step: self._train_stream(first))
             self.model.fit(dataset, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callback_list, verbose=0,
@@ -362,7 +390,7 @@ class TrainingRun:
 
         known = bool(np.any(np.asarray(self.lt_data.unlabeled_labels) >= 0))
         return data_lib.train_stream(
-            self.lt_data,
+            self.training_data,  # lt_data, or the learner's current labeled set (CReST, DARP_ESTIM)
             labeled_batch_size=self.config.data.labeled_batch_size,
             unlabeled_ratio=self.config.data.unlabeled_ratio,
             seed=self.config.data.seed,
@@ -377,6 +405,7 @@ class TrainingRun:
             augment_on_device=self.config.runtime.augment_on_device,
             # cRT: class-aware labeled batches (None: without replacement, every epoch reshuffled).
             class_aware_beta=self.model.sampler_beta,
+            with_unlabeled_indices=self.model.needs_unlabeled_indices,  # e.g. DARP's per-sample state
         )
 
     # ---------------------------------------------------------------- eval / export

@@ -47,6 +47,20 @@ def test_batches_shapes_labels_and_epoch_coverage():
     assert labeled_seen[:13] != labeled_seen[13:26]  # reshuffled each epoch
 
 
+def test_unlabeled_indices_name_the_samples_of_the_batch():
+    data = _indexed_data()
+    data.unlabeled_labels = np.full(29, -1)  # unknown labels: u_true still precedes u_index
+    batches = _take(train_stream(data, labeled_batch_size=4, unlabeled_ratio=2, seed=5,
+                                 with_unlabeled_indices=True), 4)
+    for _, (u_w, u_s, u_true, u_index) in batches:
+        assert u_index.dtype == np.int64 and u_index.shape == (8,)
+        np.testing.assert_array_equal(u_index, u_w[:, 16, 16, 0].astype(int) - 100)  # the image's own index
+        np.testing.assert_array_equal(u_true, -1)
+    raw = _take(train_stream(data, labeled_batch_size=4, unlabeled_ratio=2, seed=5, augment_on_device=True,
+                             with_unlabeled_indices=True), 1)[0]
+    np.testing.assert_array_equal(raw[1][2], batches[0][1][3])  # (u, u_true, u_index), same samples
+
+
 def test_resume_reproduces_the_uninterrupted_stream_and_seed_matters():
     rng = np.random.default_rng(0)
     data = _indexed_data()

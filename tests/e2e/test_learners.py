@@ -120,6 +120,36 @@ REFERENCE = {
     "crt": (
         {"sampler_beta": 0.999, "base_run": "<the daso run>", "ema_decay": 0.0, "logit_adjust": False,
          "logit_adjust_tau": 1.0}, SSL_OPTIMIZER),
+    # fixmatch.yaml with ALGORITHM.DARP.APPLY True; defaults.py DARP: WARMUP_RATIO 0.4, PER_ITERS 10,
+    # ALPHA 2.0, NUM_DARP_ITERS 10; the target: the true unlabeled counts (gamma_l == gamma_u here)
+    "fixmatch_darp": (
+        {"threshold": 0.95, "lambda_u": 1.0, "logit_adjust": False, "logit_adjust_tau": 1.0, "ema_decay": 0.999,
+         "darp_warmup_ratio": 0.4, "darp_period": 10, "darp_alpha": 2.0, "darp_iterations": 10,
+         "darp_estimate": None, "total_steps": TRAIN_STEPS}, SSL_OPTIMIZER),
+    # the paper's FixMatch + LA + DARP: fixmatch.yaml's LOGIT_ADJUST APPLY True (TAU 1.0) with DARP
+    "fixmatch_darp+la": (
+        {"threshold": 0.95, "lambda_u": 1.0, "logit_adjust": True, "logit_adjust_tau": 1.0, "ema_decay": 0.999,
+         "darp_warmup_ratio": 0.4, "darp_period": 10, "darp_alpha": 2.0, "darp_iterations": 10,
+         "darp_estimate": None, "total_steps": TRAIN_STEPS}, SSL_OPTIMIZER),
+    # darp_estim.py: labeled CE only, the trained model evaluated (no EMA); defaults.py DARP_ESTIM:
+    # PER_CLASS_VALID_SAMPLES 10, THRESH_COND 100; SOLVER defaults (SGD 0.03 constant)
+    "darp_estim": (
+        {"ema_decay": 0.0, "logit_adjust": False, "logit_adjust_tau": 1.0, "holdout_per_class": 10,
+         "max_condition_number": 100.0}, SSL_OPTIMIZER),
+    # fixmatch_crest.yaml: CREST GEN_PERIOD_STEPS 50000 of MAX_ITER 250000 (5 generations; a 2-step
+    # run is given 2, see RUN_OVERRIDES), ALPHA 3.0, TMIN 0.5, PROGRESSIVE_ALIGN True; DIST_ALIGN on
+    "fixmatch_crest": (
+        {"threshold": 0.95, "lambda_u": 1.0, "logit_adjust": False, "logit_adjust_tau": 1.0, "ema_decay": 0.999,
+         "distribution_alignment": True, "alignment_history": 128, "num_generations": 2, "crest_alpha": 3.0,
+         "progressive_alignment": True, "alignment_temperature_min": 0.5, "total_steps": TRAIN_STEPS,
+         "seed": SEED}, SSL_OPTIMIZER),
+    # remixmatch_crest.yaml: remixmatch.yaml's values, CONS_RAMPUP_ITERS_RATIO 0.016 of a generation
+    # (round(0.016 * 1 step) = 0 here), CREST as fixmatch_crest.yaml
+    "remixmatch_crest": (
+        {"temperature": 0.5, "mixup_alpha": 0.75, "lambda_u": 1.5, "lambda_kl": 0.5, "lambda_rot": 0.5,
+         "rampup_steps": 0, "distribution_alignment": True, "alignment_history": 128, "ema_decay": 0.999,
+         "seed": SEED, "num_generations": 2, "crest_alpha": 3.0, "progressive_alignment": True,
+         "alignment_temperature_min": 0.5, "total_steps": TRAIN_STEPS}, SSL_OPTIMIZER),
 }
 # ACR on its own protocol (the *_acr experiments): EMA 0.999 without warm-up, BatchNorm buffers
 # copied; SGD with the cosine schedule 0.03 cos(7 pi t / 16T) and no L2 on biases / BatchNorm.
@@ -136,9 +166,16 @@ ACR_EXPERIMENTS = {  # run name: (experiment, gamma_u, reversed); TINY's gamma 5
 }
 REFERENCE.update({name: ACR_PROTOCOL for name in ACR_EXPERIMENTS})
 # What get_config() records besides the hyper-parameters (Keras' own keys and the data's).
-RUN_KEYS = {"name", "trainable", "dtype", "num_classes", "normalization", "labeled_class_counts", "class_names"}
+RUN_KEYS = {"name", "trainable", "dtype", "num_classes", "normalization", "labeled_class_counts", "class_names",
+            "num_unlabeled", "unlabeled_class_counts"}
+MISMATCHED = "data.imbalance_unlabeled=1"  # gamma_u != gamma_l: DARP needs an estimate
 RUN_OVERRIDES = {
     "daso+abc": "algorithm.name=daso,algorithm.abc=true",
+    "fixmatch_darp+la": "algorithm.name=fixmatch_darp,algorithm.logit_adjust=true",
+    "fixmatch_crest": "algorithm.name=fixmatch_crest,algorithm.num_generations=2",  # a generation at step 1
+    "remixmatch_crest": "algorithm.name=remixmatch_crest,algorithm.num_generations=2",
+    # DARP with an estimate file (written by the fixture in darp_estim's format)
+    "fixmatch_darp+estimate": f"algorithm.name=fixmatch_darp,{MISMATCHED},algorithm.darp_estimate={{root}}/estimate.json",
     # a key the user sets that the learner does not take (refused; shares the process's start-up)
     "refused": "algorithm.name=fixmatch,algorithm.warmup_steps=10",
     # the README's commands: the reference's unlabeled ratio 1
@@ -151,26 +188,42 @@ RUN_OVERRIDES = {
     "crt_other_split": "algorithm.name=crt,algorithm.base_run={root}/daso,data.seed=1",
     "crt_unfinished_base_run": "algorithm.name=crt,algorithm.base_run={root}/unfinished",
     "fixmatch_with_base_run": "algorithm.name=fixmatch,algorithm.base_run={root}/daso",
+    # settings a learner cannot train (refused, one line, nothing written)
+    "refused_darp_without_estimate": f"algorithm.name=fixmatch_darp,{MISMATCHED}",
+    "refused_darp_estimate_classes": f"algorithm.name=fixmatch_darp,algorithm.darp_estimate={{root}}/three.json",
+    "refused_darp_xla": "algorithm.name=fixmatch_darp,runtime.jit_compile=true",
+    "refused_crest_generations": "algorithm.name=fixmatch_crest",  # 5 generations > 2 steps
+    "refused_crest_longer": "algorithm.name=fixmatch_crest,algorithm.num_generations=2,trainer.train_steps=4",
 }
 # ACR's split has no validation set; the uniform experiment keeps gamma_u = 1.
 RUN_OVERRIDES.update({name: "data.num_valid_per_class=0" + (",data.imbalance_unlabeled=1" if gamma_u == 1 else "")
                       for name, (_, gamma_u, _) in ACR_EXPERIMENTS.items()})
 EXPORTED = ("debiaspl", "acr", "acr+cifar10_lt_n500_acr")  # also exported through run.py --mode=export
 REPORTED = ("debiaspl", "acr+cifar10_lt_n500_acr")  # also reported on through run.py --mode=report
+# Runs in another model_dir than their name: resuming the fixmatch_crest run with other train_steps.
+MODEL_DIRS = {"refused_crest_longer": "fixmatch_crest"}
+# Runs of another (TFDS) experiment, on fake TFDS data: CIFAR-100 has no reference estimates
+# (refused before any data is read).
+EXPERIMENTS = {"refused_darp_cifar100": "cifar100_lt_n50"}
+RUN_OVERRIDES["refused_darp_cifar100"] = f"algorithm.name=fixmatch_darp,{MISMATCHED}"
 
 # Runs run.py's main (absl flags parsed as on the command line) once per argv, all in one
 # process, so the learners share one TensorFlow start-up; reports exit code and output.
+# An argv marked mocked runs on fake TFDS data (tests/mock_tfds.py: TFDS experiments offline).
 DRIVER = r"""
 import contextlib, io, json, sys, traceback
 from absl import flags
 import run
 
 report = []
-for argv in json.loads(sys.stdin.read()):
+for mocked, argv in json.loads(sys.stdin.read()):
     flags.FLAGS.unparse_flags()
     flags.FLAGS(["run.py", *argv])
     stdout, stderr = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+    if mocked:
+        from tests.mock_tfds import mock_tfds
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), \
+            (mock_tfds() if mocked else contextlib.nullcontext()):
         try:
             code = run.main(["run.py"]) or 0
         except SystemExit as exit:
@@ -197,32 +250,40 @@ def learner_runs(tmp_path_factory, cifar_folder):
     # a run that never reached its last step: params.yaml, no checkpoint
     (root / "unfinished").mkdir()
     write_params(apply_overrides(experiments.get_experiment(EXPERIMENT), parse_overrides(data)), str(root / "unfinished"))
+    (root / "estimate.json").write_text(json.dumps({"estimate": [5, 4, 3, 3, 2, 2, 1, 1, 1, 1]}))
+    (root / "three.json").write_text(json.dumps({"estimate": [1, 1, 1]}))
     names = [name for name in sorted(ALGORITHMS) if name not in RUN_OVERRIDES] + list(RUN_OVERRIDES)
 
     def experiment(name):
         return ACR_EXPERIMENTS[name][0] if name in ACR_EXPERIMENTS else EXPERIMENT
 
-    argvs = [[f"--experiment={experiment(name)}", f"--model_dir={root / name}",
-              "--mode=train_and_eval" if name in ACR_EXPERIMENTS else "--mode=train",
-              f"--params_override={data},"
-              + RUN_OVERRIDES.get(name, f"algorithm.name={name}").format(root=root)] for name in names]
+    argvs = []  # [mocked, argv]: mocked runs a TFDS experiment on fake TFDS data
+    for name in names:
+        override = RUN_OVERRIDES.get(name, f"algorithm.name={name}").format(root=root)
+        if name in EXPERIMENTS:
+            argvs.append([True, [f"--experiment={EXPERIMENTS[name]}", f"--model_dir={root / name}", "--mode=train",
+                                 f"--params_override={override}"]])
+            continue
+        argvs.append([False, [f"--experiment={experiment(name)}", f"--model_dir={root / MODEL_DIRS.get(name, name)}",
+                              "--mode=train_and_eval" if name in ACR_EXPERIMENTS else "--mode=train",
+                              f"--params_override={data},{override}"]])
     for name in EXPORTED:
         names.append(f"export:{name}")
-        argvs.append([f"--experiment={experiment(name)}", f"--model_dir={root / name}", "--mode=export",
-                      f"--export_dir={root / ('export_' + name)}"])
+        argvs.append([False, [f"--experiment={experiment(name)}", f"--model_dir={root / name}", "--mode=export",
+                              f"--export_dir={root / ('export_' + name)}"]])
     for name in REPORTED:
         names.append(f"report:{name}")
-        argvs.append([f"--experiment={experiment(name)}", f"--model_dir={root / name}", "--mode=report"])
+        argvs.append([False, [f"--experiment={experiment(name)}", f"--model_dir={root / name}", "--mode=report"]])
     # the cRT run's own export (its params.yaml holds everything)
     names.append("crt_export")
-    argvs.append([f"--experiment={EXPERIMENT}", f"--model_dir={root / 'crt'}", "--mode=export",
-                  f"--export_dir={root / 'crt_export'}"])
+    argvs.append([False, [f"--experiment={EXPERIMENT}", f"--model_dir={root / 'crt'}", "--mode=export",
+                          f"--export_dir={root / 'crt_export'}"]])
     # a second cRT run, extended by one step: it resumes from its own checkpoint, not the base run
     crt = f"--params_override={data}," + RUN_OVERRIDES["crt"].format(root=root)
     names += ["crt_first", "crt_extended"]
-    argvs += [[f"--experiment={EXPERIMENT}", f"--model_dir={root / 'crt_twice'}", "--mode=train", crt],
-              [f"--experiment={EXPERIMENT}", f"--model_dir={root / 'crt_twice'}", "--mode=train",
-               crt + f",trainer.train_steps={TRAIN_STEPS + 1}"]]
+    argvs += [[False, [f"--experiment={EXPERIMENT}", f"--model_dir={root / 'crt_twice'}", "--mode=train", crt]],
+              [False, [f"--experiment={EXPERIMENT}", f"--model_dir={root / 'crt_twice'}", "--mode=train",
+                       crt + f",trainer.train_steps={TRAIN_STEPS + 1}"]]]
     report_path = root / "report.json"
     done = subprocess.run([sys.executable, "-c", DRIVER, str(report_path)], input=json.dumps(argvs), cwd=REPO_ROOT,
                           env=run_env(), capture_output=True, text=True, timeout=1800)
@@ -237,8 +298,9 @@ def learner_runs(tmp_path_factory, cifar_folder):
 
 
 def test_reference_table_covers_every_registered_learner():
-    # daso + abc=true: the README's DASO + ABC; acr+<experiment>: ACR on its own protocol
-    assert set(REFERENCE) == set(ALGORITHMS) | {"daso+abc"} | set(ACR_EXPERIMENTS)
+    # daso + abc=true: the README's DASO + ABC; fixmatch_darp + logit_adjust=true: FixMatch + LA + DARP;
+    # acr+<experiment>: ACR on its own protocol
+    assert set(REFERENCE) == set(ALGORITHMS) | {"daso+abc", "fixmatch_darp+la"} | set(ACR_EXPERIMENTS)
 
 
 @pytest.mark.slow
@@ -353,6 +415,8 @@ def test_debiaspl_and_acr_runs_are_reported_on(learner_runs, name):
     drawn = ["losses", "mask_rate"] + (["accuracy"] if name in ACR_EXPERIMENTS else [])  # debiaspl: --mode=train
     for stem in drawn:
         assert f"href='{stem}.png'" in page and (model_dir / "report" / f"{stem}.png").stat().st_size > 0
+
+
 def restored_network(checkpoint_path, network):
     """The (backbone, classifier) weights of ``model.<network>`` in a run's checkpoint, read
     through TensorFlow's object graph into a fresh WRN-10-1 and Dense head (checkpoint keys
@@ -424,6 +488,40 @@ CRT_REFUSALS = {
 
 
 @pytest.mark.slow
+def test_dataset_wide_passes_run_inside_run_py(learner_runs):
+    # CReST: 2 generations of 1 step: the second starts at step 1 with the first's selection
+    for name in ("fixmatch_crest", "remixmatch_crest"):
+        model_dir, report = learner_runs[name]
+        assert "generation 2/2 from step 1: " in report["stdout"], report["stdout"][-2000:]
+        import tensorflow as tf
+
+        checkpoint = tf.train.load_checkpoint(str(model_dir / "checkpoints" / "ckpt-000000002" / "ckpt"))
+        assert checkpoint.get_tensor("model/generation/.ATTRIBUTES/VARIABLE_VALUE") == 1
+        selected = checkpoint.get_tensor("model/pseudo_labeled/.ATTRIBUTES/VARIABLE_VALUE")
+        assert selected.shape == (57,) and (selected >= 0).any()  # 57 unlabeled images in TINY
+    # DARP_ESTIM estimates at every evaluation (whether its 2-step classifier's estimate is
+    # accepted is up to the data: the file is only written once one is)
+    _, report = learner_runs["darp_estim"]
+    assert "DARP estimate at step 2: " in report["stdout"]
+    # DARP with an estimate file: trains, and records where its target came from
+    model_dir, report = learner_runs["fixmatch_darp+estimate"]
+    assert report["code"] == 0, report["stderr"][-3000:]
+    config = json.loads((model_dir / "results.json").read_text())["learner"]["config"]
+    assert config["darp_estimate"] == str(model_dir.parent / "estimate.json") and config["num_unlabeled"] == 120
+
+
+REFUSALS = {
+    "refused_darp_without_estimate": "algorithm.darp_estimate unset: learner 'fixmatch_darp' needs an estimate of the "
+                                     "unlabeled class distribution",
+    "refused_darp_cifar100": "the reference has none for cifar100_l_50_10_ul_400_1",
+    "refused_darp_estimate_classes": "three.json: holds 3 classes; data.dataset=cifar10 has 10",
+    "refused_darp_xla": "runtime.jit_compile=True: learner 'fixmatch_darp' solves DARP on the host",
+    "refused_crest_generations": "algorithm.num_generations=5: expected at most trainer.train_steps=2",
+    "refused_crest_longer": "trainer.train_steps=4: learner 'fixmatch_crest' splits the run into generations",
+}
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CRT_REFUSALS))
 def test_crt_refuses_a_missing_unfinished_or_different_base_run(learner_runs, name):
     model_dir, report = learner_runs[name]
@@ -431,6 +529,20 @@ def test_crt_refuses_a_missing_unfinished_or_different_base_run(learner_runs, na
     (error,) = error_lines(report["stderr"])
     assert CRT_REFUSALS[name] in error and "Traceback" not in report["stderr"]
     assert not model_dir.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(REFUSALS))
+def test_settings_a_learner_cannot_train_are_refused(learner_runs, name):
+    model_dir, report = learner_runs[name]
+    assert report["code"] == 2, report["stderr"][-3000:]
+    (error,) = error_lines(report["stderr"])
+    assert REFUSALS[name] in error and "Traceback" not in report["stderr"]
+    if name in MODEL_DIRS:  # the run there is untouched
+        results = json.loads((model_dir.parent / MODEL_DIRS[name] / "results.json").read_text())
+        assert results["train_steps"] == TRAIN_STEPS and results["finished"]
+    else:
+        assert not model_dir.exists()
 
 
 # --------------------------------------------------------------------------- bad input

@@ -27,6 +27,14 @@ def test_plan_segments(start, total, period, expected):
     assert all(e % period == 0 or e == total for e in ends)
 
 
+def test_plan_segments_never_crosses_a_boundary():
+    # CReST generations start at 300 and 600: fit calls end there; epochs still end on
+    # multiples of the period (or a boundary, or the end)
+    assert plan_segments(0, 1000, 200, boundaries=(300, 600, 1000)) == [
+        (0, 1, 200), (200, 1, 100), (300, 1, 100), (400, 1, 200), (600, 2, 200)]
+    assert plan_segments(450, 1000, 200, boundaries=(300, 600)) == [(450, 1, 150), (600, 2, 200)]
+
+
 def test_partial_evaluation_samples_every_class():
     import types
 
