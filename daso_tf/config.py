@@ -27,6 +27,9 @@ DISTRIBUTION_STRATEGIES = ("default", "mirrored", "multi_worker_mirrored")
 MIXED_PRECISION_CHOICES = ("none", "auto", "mixed_bfloat16", "mixed_float16")
 DTYPE_POLICIES = ("float32", "float64")
 CHECKPOINT_CHOICES = ("latest", "best")
+# Runtime switches whose best value depends on the machine: resolved when the run starts
+# (daso_tf.training.loop.resolve_runtime); params.yaml keeps "auto".
+AUTO = "auto"
 
 
 class ConfigError(ValueError):
@@ -119,9 +122,13 @@ class RuntimeConfig:
     # none | auto (mixed_float16 on GPU, mixed_bfloat16 on CPU) | mixed_bfloat16 | mixed_float16.
     # Queue, prototypes, EMA, losses and variables stay float32; float16 uses loss scaling.
     mixed_precision: str = "none"
-    jit_compile: bool = False  # XLA-compile the whole train step (queue/histogram/EMA included)
-    steps_per_execution: int = 1  # train steps per host round trip (intervals must be multiples)
-    augment_on_device: bool = False  # weak/strong augmentation inside the (compiled) train step
+    # XLA-compile the whole train step (queue/histogram/EMA included); auto: on a GPU, one replica.
+    jit_compile: typing.Union[bool, typing.Literal["auto"]] = AUTO
+    # Train steps per host round trip (the intervals must be multiples); auto: the largest
+    # divisor <= 100 of the log/eval/checkpoint intervals and of the run's first and last step.
+    steps_per_execution: typing.Union[int, typing.Literal["auto"]] = AUTO
+    # Weak/strong augmentation inside the (compiled) train step; auto: on a GPU, one replica.
+    augment_on_device: typing.Union[bool, typing.Literal["auto"]] = AUTO
     deterministic: bool = False  # tf.config.experimental.enable_op_determinism()
 
 
@@ -207,12 +214,14 @@ class ExperimentConfig:
         if self.runtime.mixed_precision != "none" and self.model.dtype_policy == "float64":
             raise ConfigError(f"runtime.mixed_precision={self.runtime.mixed_precision} cannot be combined "
                               "with model.dtype_policy=float64")
-        if self.runtime.augment_on_device and self.data.augmentation != "reference":
+        if self.runtime.augment_on_device is True and self.data.augmentation != "reference":
             raise ConfigError(f"runtime.augment_on_device=true runs the reference augmentation on the device; "
                               f"data.augmentation={self.data.augmentation!r} is host-only")
         every = self.runtime.steps_per_execution
+        if every == AUTO:
+            return self
         if every < 1:
-            raise ConfigError(f"runtime.steps_per_execution={every}: expected a positive number")
+            raise ConfigError(f"runtime.steps_per_execution={every}: expected a positive number or auto")
         for key in ("eval_interval", "checkpoint_interval", "log_interval"):
             value = getattr(self.trainer, key)
             if value % every:
@@ -284,8 +293,26 @@ def _unwrap_optional(hint):
     return hint, False
 
 
+def _auto_or(hint):
+    """``base`` for a ``Union[base, Literal["auto"]]`` hint, else None."""
+    if typing.get_origin(hint) is not typing.Union:
+        return None
+    args = typing.get_args(hint)
+    if not any(typing.get_origin(a) is typing.Literal and AUTO in typing.get_args(a) for a in args):
+        return None
+    return next(a for a in args if typing.get_origin(a) is not typing.Literal)
+
+
 def coerce_value(key, value, hint):
     """Converts ``value`` (a YAML scalar or a string from the command line) to ``hint``."""
+    base = _auto_or(hint)
+    if base is not None:
+        if isinstance(value, str) and value.strip().lower() == AUTO:
+            return AUTO
+        try:
+            return coerce_value(key, value, base)
+        except ConfigError:
+            raise ConfigError(f"{key}={value!r}: expected {_describe(base)} or auto") from None
     base, optional = _unwrap_optional(hint)
     if isinstance(value, str):
         text = value.strip()

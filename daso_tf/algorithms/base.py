@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from daso_tf.algorithms.step_log_means import StepLogMeans
 from daso_tf.grouped_updates import stacked_map
 from daso_tf.models.classifier_network import ClassifierNetwork
 from daso_tf.optimizers import reference_sgd
@@ -124,6 +125,7 @@ class SemiSupervisedModel(keras.Model):
             **heads)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        self.step_log_means = StepLogMeans()
 
     # ------------------------------------------------------------------ structure
     @property
@@ -305,6 +307,11 @@ class SemiSupervisedModel(keras.Model):
     def metrics(self):
         return [self.loss_tracker, self.accuracy_tracker]
 
+    def reset_metrics(self):
+        # fit() calls this at every epoch start: the train logs are epoch means, as Keras' own.
+        super().reset_metrics()
+        self.step_log_means.reset_state()
+
     def _unpack_eval_batch(self, data):
         if not isinstance(data, (tuple, list)) or len(data) < 2:
             raise ValueError("evaluate() needs batches of (images, labels).")
@@ -391,8 +398,13 @@ class SemiSupervisedModel(keras.Model):
 
     @tf.autograph.experimental.do_not_convert  # plain graph code: no AutoGraph rewriting
     def train_step(self, data):
+        """One training step; returns the means of every scalar log (``loss``, ``loss_x``,
+        ``mask``, ...) over the steps since the last ``reset_metrics()`` (each epoch start, as
+        Keras' own metrics; run.py's TensorBoard callback also resets every ``log_interval``).
+        The sums stay on the device (``step_log_means``): reading them is the only sync."""
         logs, _ = self.train_step_with_outputs(data)
-        return logs
+        self.step_log_means.update_state(logs)
+        return self.step_log_means.result()
 
     @tf.autograph.experimental.do_not_convert  # plain graph code: no AutoGraph rewriting
     def train_step_with_outputs(self, data):

@@ -99,9 +99,11 @@ class TrainingSummaries(keras.callbacks.Callback):
 
     Writes losses, mask rate, learning rate, the pseudo-label histogram m and class weights
     v (DASO), and per-class pseudo-label precision/recall when the learner provides
-    ``pseudo_label_diagnostics()``. Keras hands callbacks Python floats (it converts the
-    logs once per execution), so the window is summed on the host; use
-    ``runtime.steps_per_execution`` > 1 to make that round trip less frequent.
+    ``pseudo_label_diagnostics()``. The learner's train step averages its logs on the
+    device (``SemiSupervisedModel.step_log_means``: the logs are means since the last
+    reset), so the only device reads are at the window's end, where this callback resets
+    the means. Keras also resets them when an epoch begins: a window that spans an epoch
+    end keeps its first part on the host (weighted by its step count).
     """
 
     def __init__(self, clock, writer, log_interval, class_names):
@@ -109,27 +111,49 @@ class TrainingSummaries(keras.callbacks.Callback):
         self.clock, self.writer, self.log_interval = clock, writer, int(log_interval)
         self.class_names = list(class_names)
         self._keys = None
-        self._sums = None
+        self._sums = None  # the window's earlier parts (host)
         self._count = 0
+        self._means_since = 0  # step where the model's running means last restarted
+        self._last_logs = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._means_since = self.clock.step
 
     def on_train_batch_end(self, batch, logs=None):
-        logs = logs or {}
-        if self._keys is None:
-            self._keys = [k for k in TRAIN_SCALARS if k in logs]
-            self._sums = np.zeros(len(self._keys), np.float64)
-        self._sums += [float(logs[k]) for k in self._keys]
-        self._count += 1
+        self._last_logs = logs or {}
         if self.clock.step % self.log_interval == 0:
             self.flush()
 
+    def on_epoch_end(self, epoch, logs=None):
+        self._hold_running_means()
+
     def on_train_end(self, logs=None):
+        self._hold_running_means()
         if self._count:
             self.flush()
 
+    def _hold_running_means(self):
+        """Adds the model's running means since ``_means_since`` to the host window."""
+        steps = self.clock.step - self._means_since
+        if steps <= 0 or not self._last_logs:
+            return
+        if self._keys is None:
+            self._keys = [k for k in TRAIN_SCALARS if k in self._last_logs]
+            self._sums = np.zeros(len(self._keys), np.float64)
+        self._sums += steps * np.asarray([float(self._last_logs[k]) for k in self._keys], np.float64)
+        self._count += steps
+        self._means_since = self.clock.step
+
     def flush(self):
+        self._hold_running_means()
+        step_log_means = getattr(self.model, "step_log_means", None)
+        if step_log_means is not None:
+            step_log_means.reset_state()  # the next window starts here
+        if not self._count:
+            return
         step = self.clock.step
-        means = self._sums / self._count if self._keys else []
-        self._sums = np.zeros(len(self._keys or ()), np.float64)
+        means = self._sums / self._count
+        self._sums = np.zeros(len(self._keys), np.float64)
         self._count = 0
         with self.writer.as_default(step=step):
             for key, value in zip(self._keys, means):
