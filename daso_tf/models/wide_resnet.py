@@ -3,8 +3,9 @@
 Reference semantics (ytaek-oh/daso ``lib/models/wrn.py``; spec/DASO.md):
 - LeakyReLU(0.1); BatchNorm with PyTorch's defaults (momentum 0.1 -> Keras 0.9,
   epsilon 1e-5);
-- 3x3 convolutions with an explicit 1-pixel zero pad ("valid" afterwards), because
-  Keras' "same" pads strided convolutions asymmetrically where PyTorch pads both sides;
+- 3x3 convolutions padded by 1 pixel on every side: "same" for stride 1, an explicit
+  1-pixel zero pad then "valid" for stride 2 (Keras' "same" pads strided convolutions
+  asymmetrically where PyTorch pads both sides);
 - the first block of the first stage activates before the residual split (both the
   shortcut and the residual branch see BN+LeakyReLU of the input); all others add the
   raw input (or its strided 1x1 projection) to the residual branch;
@@ -133,9 +134,17 @@ def _leaky_relu(name):
 
 
 def _conv3x3(x, filters, stride, name):
-    x = keras.layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
+    if stride == 1:
+        # "same" pads 1 pixel on every side, as PyTorch, inside the convolution kernel (no
+        # separate pad op forward and slice op backward). The Identity keeps the layer list,
+        # hence the object paths of checkpoints written with a ZeroPadding2D here.
+        x = keras.layers.Identity(name=f"{name}_pad")(x)
+        padding = "same"
+    else:
+        x = keras.layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
+        padding = "valid"
     return keras.layers.Conv2D(
-        filters, 3, strides=stride, padding="valid", use_bias=False,
+        filters, 3, strides=stride, padding=padding, use_bias=False,
         kernel_initializer=conv_kernel_initializer(), name=name,
     )(x)
 
