@@ -112,7 +112,10 @@ class CoupledL2SGD(keras.optimizers.Optimizer):
         """torch.optim.SGD's arithmetic: (lr * g, new momentum buffer or None)."""
         dtype = weight.dtype
         if self.l2:
-            gradient = ops.add(gradient, ops.multiply(_constant(self.l2, dtype), weight))
+            # g + l2 * w, written g - (-l2) * w (the same IEEE result): with an add here,
+            # Grappler's AddOpsRewrite merges it with the momentum add below into one AddN
+            # that sums in another order than torch (classic momentum, 1-ulp differences).
+            gradient = ops.subtract(gradient, ops.multiply(_constant(-self.l2, dtype), weight))
         new_buffer = None
         if self.momentum:
             momentum = _constant(self.momentum, dtype)
