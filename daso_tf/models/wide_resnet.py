@@ -45,18 +45,22 @@ class ReferenceBatchNormalization(keras.layers.BatchNormalization):
     Training is unaffected (nothing reads the moving statistics in training mode), but
     inference-mode logits of a replayed reference run differ by ~1e-2 otherwise.
 
-    In training mode on 4-D channels-last float32 / bfloat16 / float16 inputs (one replica)
-    the whole layer is ONE fused kernel (``FusedBatchNormV3``, oneDNN on CPU, cuDNN on GPU)
-    instead of ~20 element-wise ops forward and ~30 backward: same math (it returns the
-    unbiased batch variance and applies the same moving-average constants), rounding-level
-    differences only. float64 (replays) and synchronised BatchNorm keep the op-by-op path.
+    On 4-D channels-last float32 / bfloat16 / float16 inputs the whole layer is ONE fused
+    kernel (``FusedBatchNormV3``, oneDNN on CPU, cuDNN on GPU) instead of ~20 element-wise
+    ops forward and ~30 backward in training (inference: a kernel Grappler can fold into the
+    preceding convolution): same math (it returns the unbiased batch variance and applies
+    the same moving-average constants), rounding-level differences only. float64 (replays)
+    and synchronised BatchNorm in training keep the op-by-op path.
     """
 
     def call(self, inputs, training=None, mask=None):
-        if not (training and self.trainable) or self.renorm or mask is not None:
+        training = bool(training and self.trainable)
+        if self.renorm or mask is not None:
             return super().call(inputs, training=training, mask=mask)
-        if self._fusable(inputs):
-            return self._fused_call(inputs)
+        if self._fusable(inputs) and not (training and self.synchronized):
+            return self._fused_call(inputs, training)
+        if not training:
+            return super().call(inputs, training=False, mask=mask)
         compute_dtype = keras.backend.result_type(inputs.dtype, "float32")
         inputs = ops.cast(inputs, compute_dtype)
         mean, variance = self._moments(inputs, mask)
@@ -86,12 +90,12 @@ class ReferenceBatchNormalization(keras.layers.BatchNormalization):
         return ops.cast(outputs, self.compute_dtype)
 
     def _fusable(self, inputs):
-        return (keras.backend.backend() == "tensorflow" and not self.synchronized
+        return (keras.backend.backend() == "tensorflow"
                 and len(inputs.shape) == 4 and self.axis in (-1, 3) and self.center and self.scale
                 and keras.backend.standardize_dtype(inputs.dtype) in ("float32", "bfloat16", "float16")
                 and keras.backend.standardize_dtype(self.moving_mean.dtype) == "float32")
 
-    def _fused_call(self, inputs):
+    def _fused_call(self, inputs, training):
         import tensorflow as tf
 
         # exponential_avg_factor f gives running = (1 - f) * running + f * batch; with
@@ -102,9 +106,10 @@ class ReferenceBatchNormalization(keras.layers.BatchNormalization):
         outputs, moving_mean, moving_variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
             x=inputs, scale=tf.cast(self.gamma.value, "float32"), offset=tf.cast(self.beta.value, "float32"),
             mean=self.moving_mean.value, variance=self.moving_variance.value, epsilon=float(self.epsilon),
-            exponential_avg_factor=factor, data_format="NHWC", is_training=True)
-        self.moving_mean.assign(moving_mean)
-        self.moving_variance.assign(moving_variance)
+            exponential_avg_factor=factor if training else 1.0, data_format="NHWC", is_training=training)
+        if training:
+            self.moving_mean.assign(moving_mean)
+            self.moving_variance.assign(moving_variance)
         return ops.cast(outputs, self.compute_dtype)
 
 

@@ -156,3 +156,25 @@ def test_fused_training_batch_norm_matches_the_op_by_op_float64_path(dtype, poli
         np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * np.abs(b).max(), err_msg=name)
     flat = x.reshape(-1, 8)
     np.testing.assert_allclose(got[5], 0.9 * 2.0 + 0.1 * flat.var(0, ddof=1), rtol=rtol)  # unbiased, as torch
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_inference_batch_norm_uses_the_moving_statistics(dtype):
+    import tensorflow as tf
+
+    from daso_tf.models.wide_resnet import ReferenceBatchNormalization
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(1.0, 2.0, (3, 4, 4, 5)).astype(dtype)
+    layer = ReferenceBatchNormalization(momentum=0.9, epsilon=1e-5, dtype=dtype)
+    layer.build(x.shape)
+    gamma, beta, mean, variance = (rng.normal(size=5), rng.normal(size=5), rng.normal(size=5), rng.uniform(0.5, 2, 5))
+    for variable, value in zip((layer.gamma, layer.beta, layer.moving_mean, layer.moving_variance),
+                               (gamma, beta, mean, variance)):
+        variable.assign(value)
+    call = tf.function(lambda x: layer(x, training=False))
+    expected = (x.astype(np.float64) - mean) / np.sqrt(variance + 1e-5) * gamma + beta
+    np.testing.assert_allclose(call(x).numpy(), expected, rtol=1e-5 if dtype == "float32" else 1e-12, atol=1e-5)
+    fused = "FusedBatchNormV3" in [op.type for op in call.get_concrete_function(x).graph.get_operations()]
+    assert fused == (dtype == "float32")  # one kernel; float64 stays op by op
+    np.testing.assert_array_equal(layer.moving_mean.numpy(), mean.astype(dtype))  # inference updates nothing
