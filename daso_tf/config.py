@@ -28,7 +28,7 @@ MIXED_PRECISION_CHOICES = ("none", "auto", "mixed_bfloat16", "mixed_float16")
 DTYPE_POLICIES = ("float32", "float64")
 CHECKPOINT_CHOICES = ("latest", "best")
 # Runtime switches whose best value depends on the machine: resolved when the run starts
-# (daso_tf.training.loop.resolve_runtime); params.yaml keeps "auto".
+# (daso_tf.training.loop.resolve_switches / resolve_steps_per_execution); params.yaml keeps "auto".
 AUTO = "auto"
 
 
@@ -222,6 +222,9 @@ class ExperimentConfig:
             return self
         if every < 1:
             raise ConfigError(f"runtime.steps_per_execution={every}: expected a positive number or auto")
+        if every > 1 and self.runtime.distribution_strategy == "multi_worker_mirrored":
+            raise ConfigError(f"runtime.steps_per_execution={every} fails with multi_worker_mirrored (Keras' "
+                              "multi-step loop under TF 2.21 collectives); use 1 or auto")
         for key in ("eval_interval", "checkpoint_interval", "log_interval"):
             value = getattr(self.trainer, key)
             if value % every:

@@ -130,6 +130,8 @@ def test_runtime_switches_default_to_auto_and_take_explicit_values(tmp_path):
     ("runtime.steps_per_execution=fast", "expected an integer or auto"),
     ("runtime.steps_per_execution=0", "runtime.steps_per_execution=0: expected a positive number or auto"),
     ("runtime.steps_per_execution=3", "trainer.eval_interval=500 must be a multiple of runtime.steps_per_execution=3"),
+    ("runtime.steps_per_execution=2,runtime.distribution_strategy=multi_worker_mirrored",
+     "runtime.steps_per_execution=2 fails with multi_worker_mirrored"),
 ])
 def test_bad_runtime_switch_values(item, message):
     with pytest.raises(ConfigError, match=message):
