@@ -7,6 +7,7 @@ import os
 import pathlib
 import platform
 import resource
+import shutil
 import statistics
 import zipfile
 
@@ -37,12 +38,49 @@ def set_threads(intra_op, inter_op):
         tf.config.threading.set_inter_op_parallelism_threads(int(inter_op))
 
 
+def cifar10_folder(per_class=None):
+    """The offline CIFAR-10 copy unzipped into the cache as an image folder; its path.
+
+    ``<folder>/train/<class>/*.jpg`` and ``<folder>/test/<class>/*.jpg`` (``data.source=folder``).
+    ``per_class``: None for every image, or ``(train, test)`` to take only the first images
+    of each class (by file name), for quick runs. Extracted into a temporary sibling and
+    renamed into place, so an interrupted extraction is never mistaken for a complete one.
+    FileNotFoundError without the zip.
+    """
+    if not CIFAR10_ZIP.is_file():
+        raise FileNotFoundError(f"{CIFAR10_ZIP} not found (set DASO_SHARED_DIR to the directory holding "
+                                "datasets/cifar10_jpeg.zip)")
+    name = "cifar10_jpeg" if per_class is None else f"cifar10_jpeg_{per_class[0]}_{per_class[1]}_per_class"
+    folder = cache_dir() / name
+    if folder.is_dir():
+        return folder
+    partial = cache_dir() / f".{name}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    with zipfile.ZipFile(CIFAR10_ZIP) as archive:
+        if per_class is None:
+            archive.extractall(partial)
+        else:
+            wanted, taken = dict(zip(("train", "test"), per_class)), {}
+            for member in sorted(archive.namelist()):
+                parts = pathlib.PurePosixPath(member).parts  # train/<class>/<file>.jpg
+                if len(parts) != 3 or parts[0] not in wanted or member.endswith("/"):
+                    continue
+                if taken.get(parts[:2], 0) < wanted[parts[0]]:
+                    taken[parts[:2]] = taken.get(parts[:2], 0) + 1
+                    archive.extract(member, partial)
+    try:
+        partial.rename(folder)
+    except OSError:  # another process finished first
+        shutil.rmtree(partial, ignore_errors=True)
+    return folder
+
+
 def cifar10_source():
     """The offline CIFAR-10 copy as ``daso_tf.data.SourceArrays``, or None without the zip.
 
-    First call: unzip into the cache and decode with the project's image-folder source
-    (``daso_tf.data.load_source(source="folder")``), then keep the arrays as an .npz so
-    later runs load in about a second.
+    First call: unzip into the cache (``cifar10_folder``) and decode with the project's
+    image-folder source (``daso_tf.data.load_source(source="folder")``), then keep the
+    arrays as an .npz so later runs load in about a second.
     """
     from daso_tf.data import load_source
 
@@ -50,10 +88,7 @@ def cifar10_source():
         return None
     arrays_path = cache_dir() / "cifar10_jpeg_arrays.npz"
     if not arrays_path.is_file():
-        folder = cache_dir() / "cifar10_jpeg"
-        if not (folder / "test").is_dir():
-            with zipfile.ZipFile(CIFAR10_ZIP) as archive:
-                archive.extractall(folder)
+        folder = cifar10_folder()
         source = load_source("cifar10", source="folder", data_dir=str(folder))
         partial = arrays_path.with_suffix(".partial.npz")
         np.savez(partial, train_images=source.train_images, train_labels=source.train_labels,

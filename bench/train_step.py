@@ -90,7 +90,7 @@ def parse_args(argv=None):
 
 def experiment_config(args):
     """The experiment's config with the benchmark's model, batch and runtime settings."""
-    from experiments.registry import get_experiment
+    from daso_tf.experiments.registry import get_experiment
 
     config = get_experiment(args.experiment)
     if args.algorithm:

@@ -5,6 +5,7 @@ flag checking) does not pay for importing TensorFlow.
 """
 
 from daso_tf._lazy import lazy_getattr
+from daso_tf.version import __version__
 
 _PUBLIC = {
     "DASO": "daso_tf.algorithms",
@@ -25,7 +26,7 @@ _PUBLIC = {
     "reference_sgd": "daso_tf.optimizers",
 }
 
-__all__ = sorted(_PUBLIC)
+__all__ = sorted(_PUBLIC) + ["__version__"]
 
 
 __getattr__ = lazy_getattr(__name__, _PUBLIC, globals())

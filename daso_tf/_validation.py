@@ -1,4 +1,9 @@
-"""Small argument checks shared by the layers."""
+"""Small argument checks shared by the layers, the config and the export (no TensorFlow)."""
+
+import re
+
+# A TF Serving model name: a directory name under the export root.
+SERVING_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def positive_int(value, name, owner):

@@ -5,14 +5,26 @@ paper setting; ``run.py`` applies ``--params_override`` on top (dotted ``key=val
 or a YAML file), writes the resolved config to ``<model_dir>/params.yaml`` and, when the
 directory already holds a run, refuses to resume if a data/model/algorithm key differs.
 Nothing below ``run.py`` reads flags or the environment: config flows down as these objects.
+
+Every key carries what it allows as field metadata (``Allowed``); ``ExperimentConfig.validate``
+checks all of them with one generic checker, then the few rules that relate two keys. The
+``algorithm`` keys other than ``name`` default to None: "the learner's reference value",
+i.e. the default of the learner's constructor argument of that name (see AlgorithmConfig).
+This module imports no TensorFlow, so bad input is refused within a fraction of a second.
 """
 
 import dataclasses
 import difflib
+import math
 import os
+import re
 import typing
 
 import yaml
+
+from daso_tf._validation import SERVING_MODEL_NAME
+from daso_tf.data.long_tailed_data import WHOLE_UNLABELED_SPLIT
+from daso_tf.provenance import PROVENANCE_KEY, provenance
 
 # Sections whose keys define what is being trained: changing one would silently mix two
 # different experiments in one model_dir, so a resume with a different value is refused.
@@ -23,6 +35,8 @@ UNGUARDED_KEYS = ("data.data_dir",)
 
 DATASETS = ("cifar10", "cifar100", "stl10")
 DATA_SOURCES = ("tfds", "folder")
+AUGMENTATIONS = ("reference", "keras_cv", "keras")
+BACKBONES = ("wide_resnet",)
 DISTRIBUTION_STRATEGIES = ("default", "mirrored", "multi_worker_mirrored")
 MIXED_PRECISION_CHOICES = ("none", "auto", "mixed_bfloat16", "mixed_float16")
 DTYPE_POLICIES = ("float32", "float64")
@@ -36,6 +50,104 @@ class ConfigError(ValueError):
     """A bad config key or value; the message names it and what was expected."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Allowed:
+    """The values one config key accepts (its dataclass field's ``metadata["allowed"]``).
+
+    Numbers: ``low`` / ``high`` bounds (``low_open`` / ``high_open`` exclude them) and always
+    finite; strings: ``choices`` or a ``pattern``. ``special`` is one more legal value,
+    allowed only while the key ``special_when[0]`` equals ``special_when[1]`` (STL-10's -1).
+    """
+
+    low: typing.Optional[float] = None
+    high: typing.Optional[float] = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: typing.Optional[tuple] = None
+    pattern: typing.Optional[re.Pattern] = None
+    pattern_text: str = ""
+    special: typing.Optional[float] = None
+    special_when: typing.Optional[tuple] = None
+    special_text: str = ""
+
+    def admits(self, value, flat):
+        if self.special is not None and value == self.special:
+            other_key, required = self.special_when
+            return flat.get(other_key) == required
+        if self.choices is not None:
+            return value in self.choices
+        if self.pattern is not None:
+            return bool(self.pattern.match(value))
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return self.high is None or (value < self.high or (not self.high_open and value == self.high))
+
+    def describe(self, kind):
+        """What is allowed, in words (``kind``: "an integer" / "a number")."""
+        if self.choices is not None:
+            return f"one of {', '.join(self.choices)}"
+        if self.pattern is not None:
+            return self.pattern_text
+        if self.low is not None and self.high is not None:
+            text = f"{kind} in {'(' if self.low_open else '['}{_number(self.low)}, {_number(self.high)}" \
+                   f"{')' if self.high_open else ']'}"
+        elif self.low is not None:
+            text = f"{kind} {'>' if self.low_open else '>='} {_number(self.low)}"
+        else:
+            text = kind
+        if self.special is not None:
+            other_key, required = self.special_when
+            text += f", or {_number(self.special)} ({self.special_text}) with {other_key}={required}"
+        return text
+
+
+def _number(value):
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else repr(value)
+
+
+def one_of(*choices):
+    return Allowed(choices=tuple(choices))
+
+
+def at_least(low, **special):
+    return Allowed(low=low, **special)
+
+
+def greater_than(low):
+    return Allowed(low=low, low_open=True)
+
+
+def closed_range(low, high):
+    return Allowed(low=low, high=high)
+
+
+def half_open_range(low, high):
+    return Allowed(low=low, high=high, high_open=True)
+
+
+PROBABILITY = closed_range(0, 1)  # thresholds
+DECAY = half_open_range(0, 1)  # EMA decay, momentum
+POSITIVE = greater_than(0)  # temperatures, learning rates, MixUp alpha
+NON_NEGATIVE = at_least(0)  # loss weights, warm-up / ramp-up lengths (0 = none)
+COUNT = at_least(1)  # sizes, ratios, steps, intervals
+RATIO = at_least(1)  # imbalance ratios (head / tail; 1 = balanced)
+# STL-10's unlabeled set is its whole extra split: num_unlabeled_head / imbalance_unlabeled -1.
+WHOLE_EXTRA_SPLIT_ON_STL10 = dict(special=WHOLE_UNLABELED_SPLIT, special_when=("data.dataset", "stl10"),
+                                  special_text="the whole extra unlabeled split")
+
+
+def option(default, allowed=None):
+    """A config field whose value must satisfy ``allowed`` (None: any value of its type)."""
+    return dataclasses.field(default=default, metadata={"allowed": allowed})
+
+
+def learner_option(allowed=None):
+    """An ``algorithm`` key: unset (None) = the learner's reference value."""
+    return option(None, allowed)
+
+
 @dataclasses.dataclass
 class DataConfig:
     """Dataset, long-tailed split (spec/DASO.md section 5) and training-batch shape.
@@ -47,100 +159,122 @@ class DataConfig:
     weights: it is the run's seed.
     """
 
-    dataset: str = "cifar10"
-    source: str = "tfds"
-    data_dir: typing.Optional[str] = None
-    num_valid_per_class: int = 500
-    num_labeled_head: int = 1500
-    num_unlabeled_head: int = 3000
-    imbalance_labeled: float = 100.0
-    imbalance_unlabeled: float = 100.0
-    reverse_unlabeled: bool = False
-    labeled_batch_size: int = 64
-    unlabeled_ratio: int = 2
-    image_size: int = 32
-    augmentation: str = "reference"
-    seed: int = 0
+    dataset: str = option("cifar10", one_of(*DATASETS))
+    source: str = option("tfds", one_of(*DATA_SOURCES))
+    data_dir: typing.Optional[str] = option(None)
+    num_valid_per_class: int = option(500, at_least(0))
+    num_labeled_head: int = option(1500, COUNT)
+    num_unlabeled_head: int = option(3000, at_least(1, **WHOLE_EXTRA_SPLIT_ON_STL10))
+    imbalance_labeled: float = option(100.0, RATIO)
+    imbalance_unlabeled: float = option(100.0, at_least(1, **WHOLE_EXTRA_SPLIT_ON_STL10))
+    reverse_unlabeled: bool = option(False)
+    labeled_batch_size: int = option(64, COUNT)
+    unlabeled_ratio: int = option(2, COUNT)
+    image_size: int = option(32, COUNT)
+    augmentation: str = option("reference", one_of(*AUGMENTATIONS))
+    seed: int = option(0, closed_range(0, 2**32 - 1))  # numpy's RandomState range
 
 
 @dataclasses.dataclass
 class ModelConfig:
     """Backbone: WRN-depth-width (the paper: WRN-28-2). ``dtype_policy`` float64 is for replays."""
 
-    backbone: str = "wide_resnet"
-    depth: int = 28
-    width: int = 2
-    dtype_policy: str = "float32"
+    backbone: str = option("wide_resnet", one_of(*BACKBONES))
+    depth: int = option(28, at_least(4))  # and 6n+4, see validate()
+    width: int = option(2, COUNT)
+    dtype_policy: str = option("float32", one_of(*DTYPE_POLICIES))
 
 
 @dataclasses.dataclass
 class AlgorithmConfig:
     """The learner (``daso_tf.algorithms.get_algorithm(name)``) and its hyper-parameters.
 
-    Keys a learner does not take (e.g. ``dist_temperature`` for ``fixmatch``) are not
-    passed to it. Optimiser: reference SGD (Nesterov, constant lr, coupled L2).
+    Every key but ``name`` is unset (None) by default, meaning "the learner's reference
+    value": the default of the learner's constructor argument of the same name, or of its
+    ``default_optimizer`` for the optimiser keys. Only the keys that are set are passed, and
+    only to a learner that takes them: a key set on the command line (or in a YAML override)
+    that the chosen learner does not take is refused; one set by the experiment itself is
+    reported in the start-up summary and not passed. The run fills in ``total_steps``
+    (trainer.train_steps) and ``seed`` (data.seed) for learners that take them.
+    ``daso_tf.training.learner_arguments`` implements this contract.
     """
 
-    name: str = "daso"
-    warmup_steps: int = 5000
-    queue_size: int = 256
-    histogram_period: int = 100
-    dist_temperature: float = 1.5
-    proto_temperature: float = 0.05
-    threshold: float = 0.95
-    lambda_u: float = 1.0
-    lambda_align: float = 1.0
-    logit_adjust: bool = False
-    logit_adjust_tau: float = 1.0
-    ema_decay: float = 0.999
-    learning_rate: float = 0.03
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
+    name: str = option("daso")
+    # FixMatch family (fixmatch, daso, fixmatch_abc) and the shared EMA
+    threshold: typing.Optional[float] = learner_option(PROBABILITY)
+    lambda_u: typing.Optional[float] = learner_option(NON_NEGATIVE)
+    logit_adjust: typing.Optional[bool] = learner_option()
+    logit_adjust_tau: typing.Optional[float] = learner_option(NON_NEGATIVE)
+    ema_decay: typing.Optional[float] = learner_option(DECAY)
+    # DASO (daso and the *_daso learners)
+    warmup_steps: typing.Optional[int] = learner_option(NON_NEGATIVE)
+    queue_size: typing.Optional[int] = learner_option(COUNT)
+    histogram_period: typing.Optional[int] = learner_option(COUNT)
+    dist_temperature: typing.Optional[float] = learner_option(POSITIVE)
+    proto_temperature: typing.Optional[float] = learner_option(POSITIVE)
+    lambda_align: typing.Optional[float] = learner_option(NON_NEGATIVE)
+    abc: typing.Optional[bool] = learner_option()
+    # MeanTeacher / MixMatch / ReMixMatch
+    temperature: typing.Optional[float] = learner_option(POSITIVE)
+    mixup_alpha: typing.Optional[float] = learner_option(POSITIVE)
+    rampup_steps: typing.Optional[int] = learner_option(NON_NEGATIVE)
+    lambda_kl: typing.Optional[float] = learner_option(NON_NEGATIVE)
+    lambda_rot: typing.Optional[float] = learner_option(NON_NEGATIVE)
+    distribution_alignment: typing.Optional[bool] = learner_option()
+    alignment_history: typing.Optional[int] = learner_option(COUNT)
+    # the optimiser (the learner's default_optimizer)
+    learning_rate: typing.Optional[float] = learner_option(POSITIVE)
+    momentum: typing.Optional[float] = learner_option(DECAY)
+    nesterov: typing.Optional[bool] = learner_option()
+    weight_decay: typing.Optional[float] = learner_option(NON_NEGATIVE)
 
 
 @dataclasses.dataclass
 class TrainerConfig:
     """Schedule: steps, evaluation (EMA model, median of the last ``median_window``), checkpoints."""
 
-    train_steps: int = 250_000
-    eval_interval: int = 500
-    eval_batches: int = 0  # 0 = the whole validation / test set
-    eval_batch_size: int = 256
-    checkpoint_interval: int = 500
-    keep_checkpoints: int = 3
-    log_interval: int = 50
-    median_window: int = 20
+    train_steps: int = option(250_000, COUNT)
+    eval_interval: int = option(500, COUNT)
+    eval_batches: int = option(0, at_least(0))  # 0 = the whole validation / test set
+    eval_batch_size: int = option(256, COUNT)
+    checkpoint_interval: int = option(500, COUNT)
+    keep_checkpoints: int = option(3, COUNT)
+    log_interval: int = option(50, COUNT)
+    median_window: int = option(20, COUNT)
 
 
 @dataclasses.dataclass
 class RuntimeConfig:
     """Where and how it runs; may change when a run is resumed."""
 
-    distribution_strategy: str = "default"
-    virtual_cpu_devices: int = 0  # > 1: split the CPU into N logical devices (tests, debugging)
+    distribution_strategy: str = option("default", one_of(*DISTRIBUTION_STRATEGIES))
+    # > 1: split the CPU into N logical devices (tests, debugging)
+    virtual_cpu_devices: int = option(0, at_least(0))
     # none | auto (mixed_float16 on GPU, mixed_bfloat16 on CPU) | mixed_bfloat16 | mixed_float16.
     # Queue, prototypes, EMA, losses and variables stay float32; float16 uses loss scaling.
-    mixed_precision: str = "none"
+    mixed_precision: str = option("none", one_of(*MIXED_PRECISION_CHOICES))
     # XLA-compile the whole train step (queue/histogram/EMA included); auto: on a GPU, one replica.
-    jit_compile: typing.Union[bool, typing.Literal["auto"]] = AUTO
+    jit_compile: typing.Union[bool, typing.Literal["auto"]] = option(AUTO)
     # Train steps per host round trip (the intervals must be multiples); auto: the largest
     # divisor <= 100 of the log/eval/checkpoint intervals and of the run's first and last step.
-    steps_per_execution: typing.Union[int, typing.Literal["auto"]] = AUTO
+    steps_per_execution: typing.Union[int, typing.Literal["auto"]] = option(AUTO, COUNT)
     # Weak/strong augmentation inside the (compiled) train step; auto: on a GPU, one replica.
-    augment_on_device: typing.Union[bool, typing.Literal["auto"]] = AUTO
-    deterministic: bool = False  # tf.config.experimental.enable_op_determinism()
+    augment_on_device: typing.Union[bool, typing.Literal["auto"]] = option(AUTO)
+    deterministic: bool = option(False)  # tf.config.experimental.enable_op_determinism()
 
 
 @dataclasses.dataclass
 class ExportConfig:
     """``--mode=export``: SavedModel for TF Serving at ``<export_dir>/<version>``."""
 
-    export_dir: typing.Optional[str] = None  # default <model_dir>/export
-    model_name: typing.Optional[str] = None  # default: the experiment name
-    version: typing.Optional[int] = None  # default: next free integer
-    checkpoint: str = "latest"  # latest | best (best validation top-1)
-    overwrite: bool = False
+    export_dir: typing.Optional[str] = option(None)  # default <model_dir>/export
+    # default: the experiment name
+    model_name: typing.Optional[str] = option(None, Allowed(
+        pattern=SERVING_MODEL_NAME, pattern_text="a name of letters, digits, '_', '.', '-' "
+                                                 "(no path separators, not starting with '.')"))
+    version: typing.Optional[int] = option(None, COUNT)  # default: next free integer
+    checkpoint: str = option("latest", one_of(*CHECKPOINT_CHOICES))  # latest | best (best validation top-1)
+    overwrite: bool = option(False)
 
 
 @dataclasses.dataclass
@@ -171,46 +305,27 @@ class ExperimentConfig:
         return flat
 
     def validate(self):
-        """Raises ConfigError naming the first key whose value is out of range."""
-        _check_choice("data.dataset", self.data.dataset, DATASETS)
-        _check_choice("data.source", self.data.source, DATA_SOURCES)
-        _check_choice("runtime.distribution_strategy", self.runtime.distribution_strategy, DISTRIBUTION_STRATEGIES)
-        _check_choice("model.dtype_policy", self.model.dtype_policy, DTYPE_POLICIES)
-        _check_choice("export.checkpoint", self.export.checkpoint, CHECKPOINT_CHOICES)
+        """Raises ConfigError naming the first key whose value is not allowed.
+
+        Each key's own constraint (``Allowed`` field metadata), then the rules relating keys.
+        Reads no files (``model_dir.check_data_source`` checks the data directory).
+        """
+        flat, hints = self.flat(), _field_types(self)
+        for section in _sections():
+            for field in dataclasses.fields(getattr(self, section)):
+                name, allowed = f"{section}.{field.name}", field.metadata.get("allowed")
+                value, takes_auto = flat[name], _auto_or(hints[name]) is not None
+                if value is None or allowed is None or (takes_auto and value == AUTO):
+                    continue  # None: unset (Optional keys only; the types were checked on input)
+                if not allowed.admits(value, flat):
+                    finite = not isinstance(value, float) or math.isfinite(value)
+                    kind = "an integer" if isinstance(value, int) else "a number" if finite else "a finite number"
+                    raise ConfigError(f"{name}={value!r}: expected {allowed.describe(kind)}"
+                                      f"{' or auto' if takes_auto else ''}")
         if self.data.source == "folder" and not self.data.data_dir:
             raise ConfigError("data.source=folder needs data.data_dir (an image folder tree train/<class>/*, test/<class>/*)")
-        positive = {
-            "data.labeled_batch_size": self.data.labeled_batch_size,
-            "data.unlabeled_ratio": self.data.unlabeled_ratio,
-            "data.image_size": self.data.image_size,
-            "data.num_labeled_head": self.data.num_labeled_head,
-            "model.depth": self.model.depth,
-            "model.width": self.model.width,
-            "trainer.train_steps": self.trainer.train_steps,
-            "trainer.eval_interval": self.trainer.eval_interval,
-            "trainer.eval_batch_size": self.trainer.eval_batch_size,
-            "trainer.checkpoint_interval": self.trainer.checkpoint_interval,
-            "trainer.keep_checkpoints": self.trainer.keep_checkpoints,
-            "trainer.log_interval": self.trainer.log_interval,
-            "trainer.median_window": self.trainer.median_window,
-        }
-        for key, value in positive.items():
-            if value <= 0:
-                raise ConfigError(f"{key}={value}: expected a positive number")
-        non_negative = {
-            "data.num_valid_per_class": self.data.num_valid_per_class,
-            "algorithm.warmup_steps": self.algorithm.warmup_steps,
-            "trainer.eval_batches": self.trainer.eval_batches,
-            "runtime.virtual_cpu_devices": self.runtime.virtual_cpu_devices,
-        }
-        for key, value in non_negative.items():
-            if value < 0:
-                raise ConfigError(f"{key}={value}: expected a number >= 0")
         if (self.model.depth - 4) % 6 != 0:
             raise ConfigError(f"model.depth={self.model.depth}: a Wide ResNet depth is 6n+4 (10, 16, 22, 28, ...)")
-        if self.model.backbone != "wide_resnet":
-            raise ConfigError(f"model.backbone={self.model.backbone!r}: expected 'wide_resnet'")
-        _check_choice("runtime.mixed_precision", self.runtime.mixed_precision, MIXED_PRECISION_CHOICES)
         if self.runtime.mixed_precision != "none" and self.model.dtype_policy == "float64":
             raise ConfigError(f"runtime.mixed_precision={self.runtime.mixed_precision} cannot be combined "
                               "with model.dtype_policy=float64")
@@ -220,22 +335,15 @@ class ExperimentConfig:
         every = self.runtime.steps_per_execution
         if every == AUTO:
             return self
-        if every < 1:
-            raise ConfigError(f"runtime.steps_per_execution={every}: expected a positive number or auto")
         if every > 1 and self.runtime.distribution_strategy == "multi_worker_mirrored":
             raise ConfigError(f"runtime.steps_per_execution={every} fails with multi_worker_mirrored (Keras' "
                               "multi-step loop under TF 2.21 collectives); use 1 or auto")
-        for key in ("eval_interval", "checkpoint_interval", "log_interval"):
-            value = getattr(self.trainer, key)
+        for name in ("eval_interval", "checkpoint_interval", "log_interval"):
+            value = getattr(self.trainer, name)
             if value % every:
-                raise ConfigError(f"trainer.{key}={value} must be a multiple of "
+                raise ConfigError(f"trainer.{name}={value} must be a multiple of "
                                   f"runtime.steps_per_execution={every} (the host sees every {every}th step)")
         return self
-
-
-def _check_choice(key, value, choices):
-    if value not in choices:
-        raise ConfigError(f"{key}={value!r}: expected one of {', '.join(choices)}")
 
 
 # ----------------------------------------------------------------------------- flat keys
@@ -374,12 +482,7 @@ def apply_overrides(config, overrides, *, source="--params_override"):
             suggestion = closest_key(key, list(types))
             hint = f"; did you mean '{suggestion}'?" if suggestion else f"; known sections: {', '.join(s for s in _sections())}"
             raise ConfigError(f"unknown config key '{key}' in {source}{hint}")
-        coerced = coerce_value(key, value, types[key])
-        if key == "name":
-            config.name = coerced
-            continue
-        section, leaf = key.split(".", 1)
-        setattr(getattr(config, section), leaf, coerced)
+        set_value(config, key, coerce_value(key, value, types[key]))
     return config
 
 
@@ -416,6 +519,7 @@ def parse_overrides(text):
 
 
 def load_yaml_overrides(path):
+    """The config keys of a YAML file (the ``provenance`` record of a params.yaml is skipped)."""
     try:
         with open(path) as f:
             values = yaml.safe_load(f)
@@ -428,6 +532,7 @@ def load_yaml_overrides(path):
         return {}
     if not isinstance(values, dict):
         raise ConfigError(f"params file {path}: expected a mapping of config sections, got {type(values).__name__}")
+    values = {key: value for key, value in values.items() if key != PROVENANCE_KEY}
     return flatten(values)
 
 
@@ -442,11 +547,16 @@ def params_path(model_dir):
 
 
 def write_params(config, model_dir):
-    """Writes ``<model_dir>/params.yaml`` atomically (temp file + rename)."""
+    """Writes ``<model_dir>/params.yaml`` atomically (temp file + rename).
+
+    Besides the config it records what wrote it (``provenance``: daso_tf version, git commit,
+    TF/Keras versions), which is metadata: reading the file back ignores it.
+    """
     path = params_path(model_dir)
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w") as f:
-        yaml.safe_dump(config.to_dict(), f, sort_keys=False, default_flow_style=False)
+        yaml.safe_dump({**config.to_dict(), PROVENANCE_KEY: provenance()}, f, sort_keys=False,
+                       default_flow_style=False)
     os.replace(tmp, path)
     return path
 
@@ -467,16 +577,67 @@ def read_params(model_dir):
     return config
 
 
+def is_guarded(name):
+    """Whether a resumed run must keep the value of key ``name`` (see GUARDED_SECTIONS)."""
+    return name.split(".", 1)[0] in GUARDED_SECTIONS and name not in UNGUARDED_KEYS
+
+
 def guarded_differences(stored, requested):
-    """Data/model/algorithm keys whose values differ: ``[(key, stored, requested)]``."""
+    """Data/model/algorithm keys whose values differ: ``[(key, stored, requested)]``.
+
+    A key left unset (None) in ``requested`` is no difference: it keeps the run's value
+    (``fill_unset``).
+    """
     old, new = stored.flat(), requested.flat()
     differences = []
-    for key in sorted(new):
-        guarded = key.split(".", 1)[0] in GUARDED_SECTIONS and key not in UNGUARDED_KEYS
-        if guarded and old.get(key) != new[key]:
-            differences.append((key, old.get(key), new[key]))
+    for name in sorted(new):
+        if is_guarded(name) and new[name] is not None and old.get(name) != new[name]:
+            differences.append((name, old.get(name), new[name]))
     return differences
 
 
+def fill_unset(config, stored):
+    """Gives every unset (None) data/model/algorithm key of ``config`` the value ``stored``
+    has (in place).
+
+    A re-run that leaves an algorithm key unset continues with the run's value; params.yaml
+    files written before the algorithm keys became optional hold every value explicitly.
+    """
+    for name, value in stored.flat().items():
+        if is_guarded(name) and value is not None and get_value(config, name) is None:
+            set_value(config, name, value)
+    return config
+
+
+def changed_keys(config, names, *baselines):
+    """The ``names`` whose value in ``config`` differs from the value in each baseline config.
+
+    ``run.py`` passes the keys the user overrode and, as baselines, the experiment's config
+    and the stored run's (None when there is none): an override that repeats what the
+    experiment or the run already has is not a change by the user.
+    """
+    baselines = [b for b in baselines if b is not None]
+    return sorted(n for n in names if n != "name"
+                  and all(get_value(config, n) != get_value(b, n) for b in baselines))
+
+
+def get_value(config, name):
+    if name == "name":
+        return config.name
+    section, leaf = name.split(".", 1)
+    return getattr(getattr(config, section), leaf)
+
+
+def set_value(config, name, value):
+    if name == "name":
+        config.name = value
+        return
+    section, leaf = name.split(".", 1)
+    setattr(getattr(config, section), leaf, value)
+
+
 def describe_differences(differences):
-    return ", ".join(f"{key} (run has {old!r}, requested {new!r})" for key, old, new in differences)
+    def shown(value):
+        return "unset" if value is None else repr(value)
+
+    return ", ".join(f"{name} (run has {shown(old)}, requested {shown(new)})" for name, old, new in differences)

@@ -129,6 +129,8 @@ class CoupledL2SGD(keras.optimizers.Optimizer):
     def get_config(self):
         config = super().get_config()
         config.update({"momentum": self.momentum, "nesterov": self.nesterov, "l2": self.l2})
+        if self._constant_learning_rate is not None:
+            config["learning_rate"] = self._constant_learning_rate  # not its float32 rounding
         return config
 
 

@@ -1,20 +1,9 @@
-"""Registered experiments (one per paper setting). ``get_experiment(name)`` -> ExperimentConfig."""
+"""The registered experiments, as the checkout's top-level ``experiments`` package.
 
-from experiments import cifar10, cifar100, stl10  # noqa: F401  (importing registers them, in this order)
-from experiments.registry import (
-    UnknownExperimentError,
-    experiment_table,
-    get_entry,
-    get_experiment,
-    list_experiments,
-    register,
-)
+One registered config per paper setting lives in the library (``daso_tf/experiments/``:
+``cifar10.py``, ``cifar100.py``, ``stl10.py``) so that the installed ``daso-tf`` command knows
+them too; this package re-exports the registry for code that runs from a checkout.
+"""
 
-__all__ = [
-    "UnknownExperimentError",
-    "experiment_table",
-    "get_entry",
-    "get_experiment",
-    "list_experiments",
-    "register",
-]
+from daso_tf.experiments import *  # noqa: F401,F403
+from daso_tf.experiments import __all__  # noqa: F401

@@ -1,9 +1,11 @@
 """daso_tf.config: overrides, type coercion, closest-key suggestions, params.yaml round trip."""
 
+import re
+
 import pytest
 
-from daso_tf.config import (ConfigError, ExperimentConfig, apply_overrides, closest_key, guarded_differences,
-                            known_keys, parse_overrides, read_params, write_params)
+from daso_tf.config import (ConfigError, ExperimentConfig, apply_overrides, changed_keys, closest_key, fill_unset,
+                            guarded_differences, known_keys, parse_overrides, read_params, write_params)
 
 REQUIRED_KEYS = [
     "data.source", "data.data_dir", "data.labeled_batch_size", "data.unlabeled_ratio", "data.seed",
@@ -84,7 +86,7 @@ def test_invalid_yaml_file_is_one_clear_error(tmp_path):
     ({"data.source": "web"}, "data.source='web': expected one of tfds, folder"),
     ({"runtime.distribution_strategy": "tpu"}, "expected one of default, mirrored, multi_worker_mirrored"),
     ({"model.depth": "12"}, "6n\\+4"),
-    ({"trainer.eval_interval": "0"}, "trainer.eval_interval=0: expected a positive number"),
+    ({"trainer.eval_interval": "0"}, "trainer.eval_interval=0: expected an integer >= 1"),
     ({"data.source": "folder"}, "needs data.data_dir"),
 ])
 def test_validate_names_the_bad_key(overrides, message):
@@ -128,7 +130,7 @@ def test_runtime_switches_default_to_auto_and_take_explicit_values(tmp_path):
 @pytest.mark.parametrize("item, message", [
     ("runtime.jit_compile=maybe", "runtime.jit_compile='maybe': expected true or false or auto"),
     ("runtime.steps_per_execution=fast", "expected an integer or auto"),
-    ("runtime.steps_per_execution=0", "runtime.steps_per_execution=0: expected a positive number or auto"),
+    ("runtime.steps_per_execution=0", "runtime.steps_per_execution=0: expected an integer >= 1 or auto"),
     ("runtime.steps_per_execution=3", "trainer.eval_interval=500 must be a multiple of runtime.steps_per_execution=3"),
     ("runtime.steps_per_execution=2,runtime.distribution_strategy=multi_worker_mirrored",
      "runtime.steps_per_execution=2 fails with multi_worker_mirrored"),
@@ -136,3 +138,96 @@ def test_runtime_switches_default_to_auto_and_take_explicit_values(tmp_path):
 def test_bad_runtime_switch_values(item, message):
     with pytest.raises(ConfigError, match=message):
         apply_overrides(ExperimentConfig(), parse_overrides(item)).validate()
+
+
+# ----------------------------------------------------------------------------- value constraints
+
+FREE_TEXT_KEYS = {"data.data_dir", "export.export_dir"}  # paths: checked where they are used
+
+
+def test_every_non_boolean_key_declares_what_it_allows():
+    import dataclasses
+
+    config = ExperimentConfig()
+    for section in ("data", "model", "algorithm", "trainer", "runtime", "export"):
+        for field in dataclasses.fields(getattr(config, section)):
+            key = f"{section}.{field.name}"
+            if key in FREE_TEXT_KEYS or key == "algorithm.name" or "bool" in str(field.type):
+                continue
+            assert field.metadata.get("allowed") is not None, f"{key} has no constraint"
+
+
+@pytest.mark.parametrize("key, good, bad, message", [
+    ("algorithm.threshold", ["0", "1", "0.95"], ["1.0001", "-0.1", "nan"], "number in [0, 1]"),
+    ("algorithm.ema_decay", ["0", "0.999"], ["1", "1.5", "-0.001"], "expected a number in [0, 1)"),
+    ("algorithm.momentum", ["0", "0.9"], ["1"], "expected a number in [0, 1)"),
+    ("algorithm.learning_rate", ["1e-9", "0.03"], ["0", "-0.1"], "expected a number > 0"),
+    ("algorithm.learning_rate", [], ["inf", ".inf", "nan"], "expected a finite number > 0"),
+    ("algorithm.dist_temperature", ["0.3"], ["0", "-1"], "expected a number > 0"),
+    ("algorithm.lambda_u", ["0", "100"], ["-1"], "expected a number >= 0"),
+    ("algorithm.queue_size", ["1"], ["0"], "expected an integer >= 1"),
+    ("algorithm.warmup_steps", ["0", "5000"], ["-1"], "expected an integer >= 0"),
+    ("data.imbalance_labeled", ["1", "150"], ["0.5", "-1"], "expected a number >= 1"),
+    ("data.num_unlabeled_head", ["1"], ["0", "-1"], "or -1 (the whole extra unlabeled split) with data.dataset=stl10"),
+    ("data.augmentation", ["reference", "keras_cv", "keras"], ["bogus"], "expected one of reference, keras_cv, keras"),
+    ("data.seed", ["0", "4294967295"], ["-1", "4294967296"], "expected an integer in [0, 4294967295]"),
+    ("export.model_name", ["daso", "daso-v1.2_b"], [".hidden", "a/b", "a b"], "expected a name of letters"),
+    ("export.version", ["1"], ["0"], "expected an integer >= 1"),
+])
+def test_value_constraints_accept_and_refuse(key, good, bad, message):
+    for value in good:
+        apply_overrides(ExperimentConfig(), {key: value}).validate()
+    for value in bad:
+        config = apply_overrides(ExperimentConfig(), {key: value})
+        with pytest.raises(ConfigError, match=re.escape(message)) as error:
+            config.validate()
+        assert str(error.value).startswith(f"{key}=")
+
+
+def test_whole_extra_split_is_legal_for_stl10_only():
+    stl10 = {"data.dataset": "stl10", "data.num_unlabeled_head": "-1", "data.imbalance_unlabeled": "-1"}
+    apply_overrides(ExperimentConfig(), stl10).validate()
+    with pytest.raises(ConfigError, match=r"data.imbalance_unlabeled=-1.0: expected a number >= 1, or -1"):
+        apply_overrides(ExperimentConfig(), {"data.imbalance_unlabeled": "-1"}).validate()
+
+
+def test_algorithm_keys_are_unset_by_default_and_round_trip_through_params_yaml(tmp_path):
+    config = ExperimentConfig(name="x")
+    assert config.algorithm.name == "daso"
+    assert all(value is None for key, value in config.flat().items() if key.startswith("algorithm.")
+               and key != "algorithm.name")
+    apply_overrides(config, {"algorithm.lambda_u": "50"})
+    write_params(config, str(tmp_path))
+    assert "threshold: null" in (tmp_path / "params.yaml").read_text()
+    stored = read_params(str(tmp_path))
+    assert stored == config and stored.algorithm.threshold is None and stored.algorithm.lambda_u == 50.0
+
+
+def test_unset_keys_keep_the_stored_value_and_are_no_difference(tmp_path):
+    # A params.yaml written before the algorithm keys became optional holds every value.
+    old_style = ExperimentConfig(name="x")
+    apply_overrides(old_style, {"algorithm.threshold": "0.95", "algorithm.warmup_steps": "5000",
+                                "algorithm.learning_rate": "0.03"})
+    write_params(old_style, str(tmp_path))
+    stored = read_params(str(tmp_path))
+    requested = ExperimentConfig(name="x")
+    assert guarded_differences(stored, requested) == []
+    fill_unset(requested, stored)
+    assert (requested.algorithm.threshold, requested.algorithm.warmup_steps) == (0.95, 5000)
+    assert requested.algorithm.lambda_u is None  # unset in both
+    stored.data.data_dir, stored.export.version = "/old/mount", 3
+    assert fill_unset(ExperimentConfig(), stored).data.data_dir is None  # may change on resume: not filled
+    assert fill_unset(ExperimentConfig(), stored).export.version is None
+    # a value that is set must match
+    changed = apply_overrides(ExperimentConfig(name="x"), {"algorithm.threshold": "0.9"})
+    assert guarded_differences(stored, changed) == [("algorithm.threshold", 0.95, 0.9)]
+
+
+def test_changed_keys_ignore_overrides_that_repeat_the_baseline():
+    experiment = apply_overrides(ExperimentConfig(), {"algorithm.dist_temperature": "1.5"})
+    stored = apply_overrides(ExperimentConfig(), {"algorithm.warmup_steps": "7"})
+    config = apply_overrides(ExperimentConfig(), {"algorithm.dist_temperature": "1.5", "algorithm.warmup_steps": "7",
+                                                  "algorithm.lambda_u": "2"})
+    overrides = ["algorithm.dist_temperature", "algorithm.warmup_steps", "algorithm.lambda_u"]
+    assert changed_keys(config, overrides, experiment, None) == ["algorithm.lambda_u", "algorithm.warmup_steps"]
+    assert changed_keys(config, overrides, experiment, stored) == ["algorithm.lambda_u"]

@@ -20,6 +20,8 @@ held in Keras variables, so ``tf.train.Checkpoint(model=..., optimizer=...)`` an
 ``.keras`` format save all of it.
 """
 
+import inspect
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -92,6 +94,14 @@ class SemiSupervisedModel(keras.Model):
     # What the learner's reference feeds it as unlabeled views, in order (the data
     # pipeline's standard layout is ("weak", "strong")). See select_unlabeled_views.
     unlabeled_views = ("weak", "strong")
+
+    # Constructor arguments that are not hyper-parameters: what the data and the program
+    # supply, and the heads learners set themselves. Every other constructor argument of a
+    # learner (and of its bases) is a hyper-parameter: its default is the reference value,
+    # get_config() records it, and run.py takes it as ``algorithm.<name>``.
+    NOT_HYPERPARAMETERS = ("backbone", "num_classes", "normalization", "labeled_class_counts",
+                           "class_names", "augment_on_device", "augment_seed",
+                           "auxiliary_heads", "evaluation_head")
 
     def __init__(self, backbone, num_classes, normalization=None, labeled_class_counts=None,
                  ema_decay=0.999, class_names=None, auxiliary_heads=None,
@@ -181,6 +191,9 @@ class SemiSupervisedModel(keras.Model):
         # samples that pass the mask. Read and reset by pseudo_label_diagnostics().
         self.pl_confusion = self.add_weight(
             name="pseudo_label_confusion", shape=(self.num_classes, self.num_classes), **diagnostics)
+        # The same over every unlabeled sample, selected or not (the DASO paper's Fig. 1 view).
+        self.pl_confusion_all = self.add_weight(
+            name="pseudo_label_confusion_all", shape=(self.num_classes, self.num_classes), **diagnostics)
         self.pl_counts = self.add_weight(name="pseudo_label_counts", shape=(2,), **diagnostics)
         self.build_state(self.feature_dim)
         self.built = True
@@ -212,10 +225,34 @@ class SemiSupervisedModel(keras.Model):
         super().compile(optimizer=self.default_optimizer() if optimizer is None else optimizer, **kwargs)
 
     @classmethod
-    def default_optimizer(cls):
-        """The optimiser ``compile()`` uses by default (the reference SGD; learners with their
-        own reference schedule, e.g. Supervised, override it)."""
-        return reference_sgd()
+    def hyperparameters(cls):
+        """``{name: reference default}`` of the learner's hyper-parameters: its constructor
+        arguments and those of its bases up to this class, less ``NOT_HYPERPARAMETERS``
+        (the most derived class's default wins)."""
+        defaults = {}
+        mro = cls.__mro__
+        for klass in reversed(mro[:mro.index(SemiSupervisedModel) + 1]):
+            if "__init__" not in vars(klass):
+                continue
+            for parameter in list(inspect.signature(klass.__init__).parameters.values())[1:]:
+                if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
+                    defaults[parameter.name] = parameter.default
+        return {name: value for name, value in defaults.items() if name not in cls.NOT_HYPERPARAMETERS}
+
+    @classmethod
+    def default_optimizer(cls, learning_rate=None, momentum=None, nesterov=None, weight_decay=None,
+                          total_steps=None):
+        """The learner's reference optimiser, which ``compile()`` uses by default.
+
+        Here the reference SGD (``daso_tf.optimizers.reference_sgd``: constant learning rate
+        0.03, Nesterov momentum 0.9, coupled L2 5e-4); a learner with another reference
+        optimiser overrides this (e.g. Supervised's schedule). Arguments that are not None
+        replace the reference values (``weight_decay`` is the coupled L2 coefficient);
+        ``total_steps`` is the run's length, for learners whose schedule depends on it.
+        """
+        del total_steps  # a constant learning rate
+        overrides = dict(learning_rate=learning_rate, momentum=momentum, nesterov=nesterov, l2=weight_decay)
+        return reference_sgd(**{name: value for name, value in overrides.items() if value is not None})
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras' TF trainer, under any tf.distribute strategy, pulls one batch out of the
@@ -276,18 +313,14 @@ class SemiSupervisedModel(keras.Model):
         """Export the EMA network for TF Serving: ``<export_dir>/<model_name>/<version>/``.
 
         uint8 images of any size in (resized to the training resolution inside), probabilities,
-        class ids and class names out; see ``export.export_saved_model``. Returns the version
+        class ids and class names out; see ``daso_tf.serving.export_saved_model``. Returns the version
         directory. (This replaces ``keras.Model.export``: the serving layout is the export a
         trained learner needs.)
         """
         if not self.built:
             raise ValueError(f"{type(self).__name__} must be built (trained or restored) before export().")
-        try:
-            from export import export_saved_model
-        except ImportError as error:
-            raise ImportError(
-                "model.export() uses the `export` package of the daso_tf checkout; run from the "
-                "repository root or put it on PYTHONPATH.") from error
+        from daso_tf.serving import export_saved_model
+
         names = class_names or self.class_names or [str(k) for k in range(self.num_classes)]
         return export_saved_model(self, export_dir, model_name=model_name, version=version,
                                   class_names=names, image_size=self.image_shape[:2],
@@ -468,7 +501,8 @@ class SemiSupervisedModel(keras.Model):
         return (x_l, y_l), u_views + tuple(unlabeled[1:])
 
     def update_pseudo_label_diagnostics(self, batch, outputs):
-        """Accumulate mask rate and (with u_true) the confusion of the selected pseudo-labels."""
+        """Accumulate mask rate and (with u_true) the confusion of the pseudo-labels: of the
+        selected (masked-in) ones, and of all of them."""
         if "mask" not in outputs or "pseudo_labels" not in outputs:
             return
         mask = all_gather(ops.cast(outputs["mask"], "float32")) > 0
@@ -478,35 +512,46 @@ class SemiSupervisedModel(keras.Model):
             return
         truth = ops.cast(all_gather(batch["u_true"]), "int32")
         predicted = ops.cast(all_gather(outputs["pseudo_labels"]), "int32")
-        keep = ops.logical_and(mask, truth >= 0)
-        pairs = ops.where(keep, truth * self.num_classes + predicted, -1)
-        # A count per (truth, pseudo-label) cell; -1 (not kept) is dropped. No [N, K*K] one-hot
-        # (10 MB a step for CIFAR-100's 128 unlabeled samples and 10,000 cells).
-        confusion = tf.math.unsorted_segment_sum(ops.ones_like(pairs, "int64"), pairs, self.num_classes ** 2)
-        self.pl_confusion.assign(self.pl_confusion + ops.reshape(confusion, (self.num_classes, self.num_classes)))
+        cells = self.num_classes ** 2
+        every = ops.where(truth >= 0, truth * self.num_classes + predicted, -1)
+        selected = ops.where(mask, every, -1)
+        # A count per (truth, pseudo-label) cell; -1 (unknown truth / not selected) is dropped.
+        # No [N, K*K] one-hot (10 MB a step for CIFAR-100's 128 unlabeled samples and 10,000 cells).
+        ones = ops.ones_like(every, "int64")
+        shape = (self.num_classes, self.num_classes)
+        self.pl_confusion.assign(self.pl_confusion + ops.reshape(
+            tf.math.unsorted_segment_sum(ones, selected, cells), shape))
+        self.pl_confusion_all.assign(self.pl_confusion_all + ops.reshape(
+            tf.math.unsorted_segment_sum(ones, every, cells), shape))
 
     def pseudo_label_diagnostics(self, reset=True):
         """Pseudo-label quality since the last call (host side; for logging).
 
-        Returns {"mask_rate": float, "precision": [K], "recall": [K], "selected": [K],
-        "confusion": [K, K]}; precision/recall are NaN where undefined (no selected sample
-        of that class / no unlabeled ground truth). Recall is over the unlabeled samples of
-        a class that passed the mask.
+        Returns {"mask_rate": float, "num_selected": int, "num_unlabeled": int,
+        "precision": [K], "recall": [K], "selected": [K], "confusion": [K, K],
+        "confusion_all": [K, K]}; precision/recall are NaN where undefined (no selected sample
+        of that class / no unlabeled ground truth). ``precision``/``recall``/``selected``/
+        ``confusion`` are over the unlabeled samples that passed the mask; ``confusion_all``
+        (rows: true class, columns: pseudo-label) over every unlabeled sample with a known class.
         """
+        from daso_tf.training.evaluation import precision_recall
+
         confusion = np.asarray(self.pl_confusion.numpy(), dtype="float64")
         passed, total = (int(c) for c in self.pl_counts.numpy())
-        with np.errstate(invalid="ignore", divide="ignore"):
-            precision = np.diag(confusion) / confusion.sum(axis=0)
-            recall = np.diag(confusion) / confusion.sum(axis=1)
+        precision, recall = precision_recall(np.diag(confusion), confusion.sum(axis=0), confusion.sum(axis=1))
         result = {
             "mask_rate": passed / total if total else float("nan"),
+            "num_selected": passed,
+            "num_unlabeled": total,
             "precision": precision.tolist(),
             "recall": recall.tolist(),
             "selected": confusion.sum(axis=0).astype(int).tolist(),
             "confusion": confusion.astype(int).tolist(),
+            "confusion_all": np.asarray(self.pl_confusion_all.numpy()).astype(int).tolist(),
         }
         if reset:
             self.pl_confusion.assign(np.zeros_like(self.pl_confusion.numpy()))
+            self.pl_confusion_all.assign(np.zeros_like(self.pl_confusion_all.numpy()))
             self.pl_counts.assign(np.zeros_like(self.pl_counts.numpy()))
         return result
 

@@ -46,19 +46,18 @@ class DASO(AuxiliaryBalancedClassifierMixin, DASOComponentsMixin, FixMatch):
             (only the final histogram differs; training is unaffected).
         abc: add ABC, the auxiliary balanced classifier ("FixMatch + ABC w/ DASO"; needs
             ``labeled_class_counts``).
-        seed: seed of the SeedGenerator of ABC's Bernoulli masks (only with ``abc=True``).
+        seed: seed of the SeedGenerator of ABC's Bernoulli masks (used only with
+            ``abc=True``; None draws one).
     """
 
     def __init__(self, backbone, num_classes, warmup_steps=5000, queue_size=256,
                  histogram_period=100, dist_temperature=1.5, proto_temperature=0.05,
                  lambda_align=1.0, total_steps=None, abc=False, seed=None, **kwargs):
-        self_abc = bool(abc)
-        if not self_abc and seed is not None:
-            raise ValueError("DASO: `seed` seeds ABC's Bernoulli masks; it needs abc=True.")
-        if self_abc:
+        if abc:
             kwargs.update(auxiliary_heads=self.abc_heads(num_classes), evaluation_head=ABC_HEAD)
         super().__init__(backbone, num_classes, **kwargs)
-        self.abc = self_abc
+        self.abc = bool(abc)
+        self.seed = seed
         if self.abc:
             self.init_abc(seed)
         self.init_daso(True, warmup_steps, queue_size, histogram_period, dist_temperature,
@@ -116,7 +115,5 @@ class DASO(AuxiliaryBalancedClassifierMixin, DASOComponentsMixin, FixMatch):
         config = super().get_config()
         config.update(self.daso_config())
         del config["daso"]  # always on for this learner
-        config["lambda_align"] = self.lambda_align
-        if self.abc:  # absent when off, so configs of plain DASO models are unchanged
-            config.update({"abc": True, "seed": self.seed})
+        config.update({"lambda_align": self.lambda_align, "abc": self.abc, "seed": self.seed})
         return config

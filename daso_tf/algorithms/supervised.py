@@ -5,7 +5,11 @@ Reference: ytaek-oh/daso ``lib/algorithm/supervised.py`` and ``configs/*/supervi
   over x_l; the unlabeled part of a training batch, if any, is not used);
 - its own optimiser: SGD Nesterov 0.9, coupled L2 5e-4, LR 0.1 with a linear warm-up from 0
   over 6250 steps and x0.01 decays at steps 199999 and 225000 (``WarmupMultiStepLR``);
-  ``Supervised.default_optimizer()`` builds it and ``compile()`` uses it by default;
+  ``Supervised.default_optimizer()`` builds it and ``compile()`` uses it by default; a
+  ``learning_rate`` given to it replaces the base LR 0.1 (warm-up and decays scale with it);
+  a run of ``total_steps`` other than the reference's 250,000 gets the schedule stretched to
+  its length (warm-up and decay steps at the same fractions of the run; identical at 250k),
+  so a short run is not spent inside the reference's 6250-step warm-up;
 - the reference evaluates the trained network itself (no EMA): ``ema_decay`` defaults to
   0.0, which makes the EMA network an exact copy of the online network after every step,
   so evaluate / predict / export (all on the EMA network) see the trained weights.
@@ -17,7 +21,6 @@ import tensorflow as tf
 from daso_tf.algorithms.base import SemiSupervisedModel
 from daso_tf.algorithms.lr_schedules import WarmupMultiStepSchedule
 from daso_tf.losses import supervised_loss
-from daso_tf.optimizers import CoupledL2SGD
 
 
 @keras.saving.register_keras_serializable(package="daso_tf")
@@ -43,12 +46,28 @@ class Supervised(SemiSupervisedModel):
         if self.logit_adjust and self.labeled_class_counts is None:
             raise ValueError("logit_adjust=True needs labeled_class_counts (the labeled prior).")
 
+    # The reference schedule (configs/*/supervised.yaml) of its 250k-step runs: BASE_LR 0.1,
+    # WARMUP_ITERS 6250, STEPS (199999, 225000), GAMMA 0.01.
+    REFERENCE_TOTAL_STEPS = 250_000
+    BASE_LEARNING_RATE = 0.1
+    WARMUP_STEPS = 6250
+    MILESTONES = (199999, 225000)
+    GAMMA = 0.01
+
     @classmethod
-    def default_optimizer(cls, base_learning_rate=0.1, warmup_steps=6250,
-                          milestones=(199999, 225000), gamma=0.01):
-        """The reference's optimiser for the Supervised baseline (see the module docstring)."""
-        schedule = WarmupMultiStepSchedule(base_learning_rate, warmup_steps, milestones, gamma)
-        return CoupledL2SGD(learning_rate=schedule, momentum=0.9, nesterov=True, l2=5e-4)
+    def default_optimizer(cls, learning_rate=None, momentum=None, nesterov=None, weight_decay=None,
+                          total_steps=None):
+        """The reference's optimiser for the Supervised baseline (see the module docstring):
+        ``learning_rate`` replaces the schedule's base LR; ``total_steps`` stretches the
+        schedule to the run's length (the reference's steps at 250k); the other arguments as in
+        ``SemiSupervisedModel.default_optimizer``."""
+        base = cls.BASE_LEARNING_RATE if learning_rate is None else learning_rate
+        scale = 1.0 if total_steps is None else int(total_steps) / cls.REFERENCE_TOTAL_STEPS
+        warmup = max(1, round(cls.WARMUP_STEPS * scale))
+        milestones = tuple(max(1, round(m * scale)) for m in cls.MILESTONES)
+        schedule = WarmupMultiStepSchedule(base, warmup, milestones, cls.GAMMA)
+        return super().default_optimizer(learning_rate=schedule, momentum=momentum, nesterov=nesterov,
+                                         weight_decay=weight_decay, total_steps=total_steps)
 
     def unpack_train_batch(self, data):
         if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], (tuple, list)):

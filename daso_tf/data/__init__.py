@@ -1,11 +1,36 @@
-"""Long-tailed data: sources, splits, per-sample augmentation and tf.data streams."""
+"""Long-tailed data: sources, splits, per-sample augmentation and tf.data streams.
 
-from daso_tf.data import augment
-from daso_tf.data.long_tailed_data import LongTailedData, make_long_tailed_data
-from daso_tf.data.pipeline import eval_stream, make_strong_augment, train_stream
-from daso_tf.data.sources import NORMALIZATION, SourceArrays, load_image_folder, load_source
-from daso_tf.data.splits import class_counts, long_tailed_split
+Names are imported lazily: the sources, splits and their checks need only NumPy, so
+run.py can check a data source before importing TensorFlow.
+"""
 
-__all__ = ["LongTailedData", "NORMALIZATION", "SourceArrays", "augment", "class_counts",
-           "eval_stream", "load_image_folder", "load_source", "long_tailed_split",
-           "make_long_tailed_data", "make_strong_augment", "train_stream"]
+from daso_tf._lazy import lazy_getattr
+
+_PUBLIC = {
+    "WHOLE_UNLABELED_SPLIT": "daso_tf.data.long_tailed_data",
+    "LongTailedData": "daso_tf.data.long_tailed_data",
+    "check_unlabeled_settings": "daso_tf.data.long_tailed_data",
+    "make_long_tailed_data": "daso_tf.data.long_tailed_data",
+    "eval_stream": "daso_tf.data.pipeline",
+    "make_strong_augment": "daso_tf.data.pipeline",
+    "train_stream": "daso_tf.data.pipeline",
+    "NORMALIZATION": "daso_tf.data.sources",
+    "SourceArrays": "daso_tf.data.sources",
+    "DatasetUnavailableError": "daso_tf.data.sources",
+    "check_tfds_available": "daso_tf.data.sources",
+    "load_image_folder": "daso_tf.data.sources",
+    "load_source": "daso_tf.data.sources",
+    "class_counts": "daso_tf.data.splits",
+    "long_tailed_split": "daso_tf.data.splits",
+    "resize_images": "daso_tf.data.image_resize",
+    "augment": "daso_tf.data.augment",  # a module
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+__getattr__ = lazy_getattr(__name__, _PUBLIC, globals())
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))

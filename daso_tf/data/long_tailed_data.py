@@ -6,6 +6,45 @@ import numpy as np
 
 from daso_tf.data.splits import long_tailed_split
 
+# ``num_unlabeled_head`` / ``imbalance_unlabeled`` value meaning "the whole extra unlabeled
+# split" (STL-10's 100k 'unlabelled' images, or a folder source's unlabeled/ tree).
+WHOLE_UNLABELED_SPLIT = -1
+
+
+def _is_whole_split(value):
+    return value is None or value == WHOLE_UNLABELED_SPLIT
+
+
+def check_unlabeled_settings(has_extra_unlabeled, *, num_unlabeled_head, imbalance_unlabeled,
+                             reverse_unlabeled, dataset="this dataset"):
+    """Raises ValueError unless the unlabeled settings fit the data.
+
+    With an extra unlabeled split the whole split is the unlabeled set (its labels are
+    unknown, so it cannot be subsampled per class): ``num_unlabeled_head`` and
+    ``imbalance_unlabeled`` must be ``WHOLE_UNLABELED_SPLIT`` (-1; None is accepted) and
+    ``reverse_unlabeled`` False. Without one, the unlabeled set is drawn from the training
+    split and -1 has nothing to refer to. ``dataset`` names the data in the message.
+    """
+    if has_extra_unlabeled:
+        for name, value in (("num_unlabeled_head", num_unlabeled_head),
+                            ("imbalance_unlabeled", imbalance_unlabeled)):
+            if not _is_whole_split(value):
+                raise ValueError(
+                    f"{name}={value!r}: {dataset} has an extra unlabeled split (labels unknown) "
+                    f"that is used whole; expected {WHOLE_UNLABELED_SPLIT}")
+        if reverse_unlabeled:
+            raise ValueError(f"reverse_unlabeled=True: the extra unlabeled split of {dataset} has "
+                             "unknown labels and is used whole; expected false")
+    elif _is_whole_split(num_unlabeled_head) or _is_whole_split(imbalance_unlabeled):
+        name, value = (("num_unlabeled_head", num_unlabeled_head)
+                       if _is_whole_split(num_unlabeled_head)
+                       else ("imbalance_unlabeled", imbalance_unlabeled))
+        raise ValueError(
+            f"{name}={value!r} asks for the whole extra unlabeled split, but {dataset} has none "
+            "(stl10 has one, and a folder source with an unlabeled/ directory); the unlabeled "
+            "images are drawn from train: expected num_unlabeled_head >= 0 (M1) and "
+            "imbalance_unlabeled >= 1")
+
 
 @dataclasses.dataclass
 class LongTailedData:
@@ -33,7 +72,7 @@ class LongTailedData:
         """A per-class table of labeled / unlabeled / validation / test counts."""
         test_counts = np.bincount(self.test_labels, minlength=self.num_classes).tolist()
         unlabeled = (self.unlabeled_counts if self.unlabeled_counts is not None
-                     else ["?"] * self.num_classes)
+                     else ["unknown"] * self.num_classes)
         width = max([5] + [len(name) for name in self.class_names])
         lines = [f"{'class':<{width}} {'labeled':>8} {'unlabeled':>10} {'valid':>6} {'test':>6}"]
         for k, name in enumerate(self.class_names):
@@ -48,23 +87,34 @@ class LongTailedData:
 def make_long_tailed_data(source_arrays, *, num_valid_per_class, num_labeled_head,
                           num_unlabeled_head, imbalance_labeled, imbalance_unlabeled,
                           reverse_unlabeled, seed):
-    """Splits ``source_arrays`` as the reference does (spec/DASO.md section 5).
+    """Splits ``source_arrays`` as the reference does.
 
-    Without an extra unlabeled set (CIFAR), the unlabeled images come from the training
-    split (``num_unlabeled_head`` = M1). With one (STL-10), the labeled images are the
-    training split minus validation, imbalanced with N1 / gamma_l, the unlabeled images are
-    the whole extra set (labels -1) and ``num_unlabeled_head`` / ``imbalance_unlabeled`` /
-    ``reverse_unlabeled`` are unused.
+    Order (each stage a fresh ``RandomState(seed)``, see ``long_tailed_split``): a
+    class-balanced validation set of ``num_valid_per_class`` per class out of the training
+    split; then, without an extra unlabeled set (CIFAR), the first N1 / next M1 of each
+    class's shuffle become labeled / unlabeled candidates and class k keeps
+    ``floor(N1 * gamma_l^(-k/(K-1)))`` labeled and ``floor(M1 * gamma_u^(-k/(K-1)))``
+    unlabeled images (``reverse_unlabeled``: class K-1 gets M1).
+
+    With an extra unlabeled set (STL-10's 'unlabelled' split), every non-validation
+    training image is a labeled candidate, imbalanced with N1 / gamma_l (STL-10: 500 - 50
+    = 450 per class, N1=450 gamma_l=10 -> 450, 348, ..., 45); the unlabeled images are the
+    whole extra set, labels -1; ``num_unlabeled_head`` and ``imbalance_unlabeled`` must then
+    be ``WHOLE_UNLABELED_SPLIT`` (-1) (see ``check_unlabeled_settings``).
     """
     source = source_arrays
     num_classes = source.num_classes
     extra_unlabeled = source.unlabeled_images is not None
+    check_unlabeled_settings(extra_unlabeled, num_unlabeled_head=num_unlabeled_head,
+                             imbalance_unlabeled=imbalance_unlabeled,
+                             reverse_unlabeled=reverse_unlabeled)
     labeled, unlabeled, valid = long_tailed_split(
         source.train_labels, num_classes=num_classes,
         num_valid=int(num_valid_per_class) * num_classes,
         num_labeled_head=num_labeled_head,
         num_unlabeled_head=None if extra_unlabeled else num_unlabeled_head,
-        imbalance_labeled=imbalance_labeled, imbalance_unlabeled=imbalance_unlabeled,
+        imbalance_labeled=imbalance_labeled,
+        imbalance_unlabeled=None if extra_unlabeled else imbalance_unlabeled,
         reverse_unlabeled=reverse_unlabeled, seed=seed)
     if extra_unlabeled:
         unlabeled_images = source.unlabeled_images

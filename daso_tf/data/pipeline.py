@@ -11,6 +11,7 @@ k on, in O(1) (one permutation is drawn, nothing is replayed).
 import tensorflow as tf
 
 from daso_tf.data import augment
+from daso_tf.data.image_resize import resize_images
 
 AUGMENTATIONS = ("reference", "keras_cv", "keras")
 _ALG = "philox"
@@ -45,10 +46,6 @@ def index_batches(num_examples, batch_size, seed, start_step=0, stream=_LABELED)
     return first.concatenate(rest).unbatch().batch(batch_size, drop_remainder=True)
 
 
-def _finish(images, output_size):
-    return augment.resize(images, output_size)
-
-
 def augmentation_keys(seed, step, num_unlabeled_views=2):
     """The stateless augmentation seeds of training batch ``step``, [1 + max(2, n), 2]: row 0
     for the labeled weak view, row 1 + i for unlabeled view i. ``train_stream`` and on-device
@@ -67,7 +64,7 @@ def augment_batch(x_l, u, keys, unlabeled_views=("weak", "strong"), strong=augme
     keys = tf.unstack(keys)
 
     def finish(images):
-        return images if output_size is None else _finish(images, output_size)
+        return images if output_size is None else resize_images(images, output_size)
 
     x_l = finish(augment.weak_augment(x_l, keys[0]))
     views = tuple(finish(augment.weak_augment(u, key) if view == "weak" else strong(u, key))
@@ -137,7 +134,8 @@ def train_stream(lt_data, *, labeled_batch_size, unlabeled_ratio, seed,
     x_l: weakly augmented labeled images uint8 [B, S, S, 3], y_l int32 [B];
     u_w / u_s: weak / strong views of the same mu*B unlabeled images; u_true int32 (-1 where
     unknown). Images are augmented at ``augment_size`` (default: their stored size; STL-10
-    96 px) and then resized to ``output_size`` like PIL's bilinear resize.
+    96 px) and then resized to ``output_size`` (``image_resize.resize_images``: PIL's
+    antialiased bilinear resize, the one the evaluation stream and serving use).
 
     ``augment_on_device=True``: the stream yields the raw images instead,
     ``((x_l, y_l), (u[, u_true]))`` uint8 (resized to ``augment_size`` if set), for a model
@@ -162,7 +160,7 @@ def train_stream(lt_data, *, labeled_batch_size, unlabeled_ratio, seed,
 
     def prepare(images):
         if augment_size is not None:
-            images = augment.resize(images, augment_size)
+            images = resize_images(images, augment_size)
         return images
 
     def make_batch(step, labeled_index, unlabeled_index):
@@ -190,7 +188,8 @@ def train_stream(lt_data, *, labeled_batch_size, unlabeled_ratio, seed,
 
 def eval_stream(images, labels, *, batch_size, output_size=32):
     """A finite stream of (uint8 images [b, S, S, 3], int32 labels) in order, no
-    augmentation, resized to ``output_size`` if needed; the last batch may be short."""
+    augmentation, resized to ``output_size`` if needed (``image_resize.resize_images``, as
+    the exported serving signatures do); the last batch may be short."""
     images = tf.convert_to_tensor(images)
     labels = tf.convert_to_tensor(labels, tf.int32)
     count = int(images.shape[0])
@@ -199,7 +198,7 @@ def eval_stream(images, labels, *, batch_size, output_size=32):
     def make_batch(index):
         start = index * batch_size
         end = tf.minimum(start + batch_size, count)
-        return _finish(images[start:end], output_size), labels[start:end]
+        return resize_images(images[start:end], output_size), labels[start:end]
 
     dataset = tf.data.Dataset.range(num_batches).map(
         make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

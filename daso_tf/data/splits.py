@@ -75,7 +75,8 @@ def long_tailed_split(labels, *, num_classes, num_valid, num_labeled_head, num_u
             labeled/unlabeled candidate stage (STL-10, whose unlabeled set is separate):
             then every non-validation image is a labeled candidate and no unlabeled
             indices are returned.
-        imbalance_labeled, imbalance_unlabeled: gamma_l, gamma_u >= 1 (1 = balanced).
+        imbalance_labeled, imbalance_unlabeled: gamma_l, gamma_u >= 1 (1 = balanced);
+            ``imbalance_unlabeled`` is unused (not checked) when ``num_unlabeled_head`` is None.
         reverse_unlabeled: reverse the class order of the unlabeled counts.
         seed: the run seed.
 
@@ -87,7 +88,10 @@ def long_tailed_split(labels, *, num_classes, num_valid, num_labeled_head, num_u
     num_classes = int(num_classes)
     seed = int(seed)
     _check_imbalance(imbalance_labeled, "imbalance_labeled")
-    _check_imbalance(imbalance_unlabeled, "imbalance_unlabeled")
+    if num_unlabeled_head is not None:
+        _check_imbalance(imbalance_unlabeled, "imbalance_unlabeled")
+        if int(num_unlabeled_head) < 0:
+            raise ValueError(f"`num_unlabeled_head` must be >= 0 (or None), got {num_unlabeled_head!r}.")
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(
             f"`labels` must lie in [0, num_classes={num_classes}), got range "

@@ -1,4 +1,4 @@
-"""Keras callbacks of a training run: step clock, progress, TensorBoard, evaluation, checkpoints.
+"""Keras callbacks of a training run: step clock, progress, TensorBoard, evaluation, records, checkpoints.
 
 ``fit`` runs in segments whose epochs end on multiples of ``gcd(eval_interval,
 checkpoint_interval)`` (see ``loop.plan_segments``); the ``StepClock`` turns Keras' (epoch,
@@ -94,6 +94,77 @@ def format_duration(seconds):
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
 
 
+class TrainingWindow:
+    """Host-side sums over a window of training steps -> one ``results.json`` ``training`` entry.
+
+    The Keras logs (losses, mask) are averaged over the window's steps; the
+    pseudo-label counts read from ``model.pseudo_label_diagnostics()`` are summed, so the
+    entry's precision and recall are those of the whole window, not a mean of ratios.
+    """
+
+    def __init__(self, start_step):
+        self.start_step = int(start_step)
+        self.log_sums, self.log_count = {}, 0
+        self.num_selected = self.num_unlabeled = 0
+        self.confusion = self.confusion_all = None
+
+    def add_logs(self, values, steps=1):
+        """Adds ``values``, the means of the logs over ``steps`` steps."""
+        for key, value in values.items():
+            self.log_sums[key] = self.log_sums.get(key, 0.0) + steps * value
+        self.log_count += steps
+
+    def add_diagnostics(self, diagnostics):
+        self.num_selected += int(diagnostics.get("num_selected", 0))
+        self.num_unlabeled += int(diagnostics.get("num_unlabeled", 0))
+        confusion = np.asarray(diagnostics["confusion"], dtype=np.int64)
+        self.confusion = confusion if self.confusion is None else self.confusion + confusion
+        if "confusion_all" in diagnostics:
+            confusion_all = np.asarray(diagnostics["confusion_all"], dtype=np.int64)
+            self.confusion_all = confusion_all if self.confusion_all is None else self.confusion_all + confusion_all
+
+    def entry(self, step, learning_rate=None):
+        """``{"step", "start_step", <mean logs>, "learning_rate", "pseudo_labels"}`` (JSON-ready)."""
+        from daso_tf.training.evaluation import precision_recall
+
+        entry = {"step": int(step), "start_step": self.start_step}
+        entry.update({key: _finite(total / self.log_count) for key, total in self.log_sums.items()})
+        entry["learning_rate"] = _finite(learning_rate)
+        entry["pseudo_labels"] = None
+        if self.num_unlabeled:
+            confusion = self.confusion
+            correct, selected, by_true_class = np.diag(confusion), confusion.sum(axis=0), confusion.sum(axis=1)
+            precision, recall = precision_recall(correct, selected, by_true_class)
+            entry["pseudo_labels"] = {
+                "mask_rate": self.num_selected / self.num_unlabeled,
+                "num_selected": self.num_selected,
+                "num_unlabeled": self.num_unlabeled,
+                # Per class, over the selected samples whose true class is known:
+                "precision": [_finite(v) for v in precision],
+                "recall": [_finite(v) for v in recall],
+                "selected": selected.tolist(),  # by pseudo-label
+                "correct": correct.tolist(),
+                "selected_by_true_class": by_true_class.tolist(),
+            }
+            if self.confusion_all is not None:
+                # Every unlabeled sample's pseudo-label, selected or not (the paper's Fig. 1).
+                all_ = self.confusion_all
+                entry["pseudo_labels"].update({
+                    "correct_all": np.diag(all_).tolist(),
+                    "predicted_all": all_.sum(axis=0).tolist(),  # by pseudo-label
+                    "by_true_class_all": all_.sum(axis=1).tolist(),
+                })
+        return entry
+
+
+def _finite(value):
+    """A float for JSON, None where undefined (NaN, inf or absent)."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
 class TrainingSummaries(keras.callbacks.Callback):
     """TensorBoard scalars of training, averaged over each ``log_interval`` window.
 
@@ -104,6 +175,10 @@ class TrainingSummaries(keras.callbacks.Callback):
     reset), so the only device reads are at the window's end, where this callback resets
     the means. Keras also resets them when an epoch begins: a window that spans an epoch
     end keeps its first part on the host (weighted by its step count).
+
+    The same values also feed a ``TrainingWindow`` that ``take_record()`` turns into the
+    run's ``results.json`` training entry. The diagnostics reset when read, so they are read
+    once per log window (or record) and used for both.
     """
 
     def __init__(self, clock, writer, log_interval, class_names):
@@ -115,6 +190,7 @@ class TrainingSummaries(keras.callbacks.Callback):
         self._count = 0
         self._means_since = 0  # step where the model's running means last restarted
         self._last_logs = None
+        self._record = TrainingWindow(clock.step)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._means_since = self.clock.step
@@ -133,16 +209,32 @@ class TrainingSummaries(keras.callbacks.Callback):
             self.flush()
 
     def _hold_running_means(self):
-        """Adds the model's running means since ``_means_since`` to the host window."""
+        """Adds the model's running means since ``_means_since`` to the host window and record."""
         steps = self.clock.step - self._means_since
         if steps <= 0 or not self._last_logs:
             return
         if self._keys is None:
             self._keys = [k for k in TRAIN_SCALARS if k in self._last_logs]
             self._sums = np.zeros(len(self._keys), np.float64)
-        self._sums += steps * np.asarray([float(self._last_logs[k]) for k in self._keys], np.float64)
+        means = np.asarray([float(self._last_logs[k]) for k in self._keys], np.float64)
+        self._sums += steps * means
         self._count += steps
+        self._record.add_logs(dict(zip(self._keys, means.tolist())), steps)
         self._means_since = self.clock.step
+
+    def take_record(self):
+        """The training entry of the steps since the previous record (see ``TrainingWindow``)."""
+        self._hold_running_means()
+        if self._count:
+            self.flush()  # reads the diagnostics up to this step
+        entry = self._record.entry(self.clock.step, self._learning_rate())
+        self._record = TrainingWindow(self.clock.step)
+        return entry
+
+    def _learning_rate(self):
+        if self.model is None or self.model.optimizer is None:
+            return None
+        return float(np.asarray(self.model.optimizer.learning_rate))
 
     def flush(self):
         self._hold_running_means()
@@ -158,7 +250,9 @@ class TrainingSummaries(keras.callbacks.Callback):
         with self.writer.as_default(step=step):
             for key, value in zip(self._keys, means):
                 tf.summary.scalar(f"train/{key}", value)
-            tf.summary.scalar("train/learning_rate", float(np.asarray(self.model.optimizer.learning_rate)))
+            learning_rate = self._learning_rate()
+            if learning_rate is not None:
+                tf.summary.scalar("train/learning_rate", learning_rate)
             self._write_daso_state()
             self._write_pseudo_label_quality()
         self.writer.flush()
@@ -177,10 +271,14 @@ class TrainingSummaries(keras.callbacks.Callback):
                 tf.summary.scalar(f"daso_{name}/{class_id:03d}_{self.class_names[class_id]}", value)
 
     def _write_pseudo_label_quality(self):
-        diagnostics = getattr(self.model, "pseudo_label_diagnostics", None)
-        if diagnostics is None:
+        read_diagnostics = getattr(self.model, "pseudo_label_diagnostics", None)
+        if read_diagnostics is None:
             return
-        for name, values in diagnostics().items():
+        diagnostics = read_diagnostics()  # resets the device counters: the one read of this window
+        self._record.add_diagnostics(diagnostics)
+        for name, values in diagnostics.items():
+            if name in ("num_selected", "num_unlabeled"):
+                continue  # counts behind mask_rate
             values = np.asarray(values, dtype="float64")
             if values.ndim == 0:
                 if np.isfinite(values):
@@ -206,6 +304,26 @@ class PeriodicEvaluation(keras.callbacks.Callback):
         step = self.clock.step
         if step % self.eval_interval == 0 or step == self.total_steps:
             self.evaluate_fn(step)
+
+
+class PeriodicRecord(keras.callbacks.Callback):
+    """Calls ``record_fn(step)`` at every epoch end on a multiple of one of ``intervals``
+    (evaluation and checkpoint intervals) and at the last step.
+
+    Placed after ``PeriodicEvaluation`` and before ``PeriodicCheckpoint``: the record of a
+    step includes its evaluation, and a checkpoint always starts a new training window (so a
+    resumed run's windows are the uninterrupted run's).
+    """
+
+    def __init__(self, clock, intervals, total_steps, record_fn):
+        super().__init__()
+        self.clock, self.intervals, self.total_steps = clock, [int(i) for i in intervals], int(total_steps)
+        self.record_fn = record_fn
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = self.clock.step
+        if step == self.total_steps or any(step % interval == 0 for interval in self.intervals):
+            self.record_fn(step)
 
 
 class PeriodicCheckpoint(keras.callbacks.Callback):

@@ -63,6 +63,19 @@ def classification_metrics(logits, labels, labeled_counts):
     return metrics
 
 
+def precision_recall(correct, predicted, actual):
+    """Per-class precision ``correct / predicted`` and recall ``correct / actual`` (NaN where 0).
+
+    ``correct[k]``: samples of class k predicted as k; ``predicted[k]``: samples predicted as
+    k; ``actual[k]``: samples of class k (the column and row sums of a confusion matrix).
+    """
+    correct, predicted, actual = (np.asarray(c, dtype="float64") for c in (correct, predicted, actual))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(predicted > 0, correct / np.maximum(predicted, 1), np.nan)
+        recall = np.where(actual > 0, correct / np.maximum(actual, 1), np.nan)
+    return precision, recall
+
+
 def running_median(values, window=20):
     """Median of the last ``window`` values (the paper's "median-20"); None when empty."""
     values = list(values)[-window:]

@@ -14,8 +14,6 @@ Training runs in Keras ``fit`` segments whose epochs end on multiples of
 ends, and a run resumed at any checkpointed step lines up again after one short segment.
 """
 
-import dataclasses
-import inspect
 import json
 import math
 import os
@@ -27,18 +25,17 @@ import numpy as np
 import tensorflow as tf
 
 from daso_tf.config import AUTO, write_params
+from daso_tf.provenance import provenance
 from daso_tf.training import callbacks as callbacks_lib
 from daso_tf.training.checkpoints import CheckpointManager
 from daso_tf.training.distribute import (check_divisible, in_multi_worker_mode, input_pipeline_for_replicas,
                                          is_chief, make_strategy, synchronize_batch_norm, task_info,
                                          wrap_train_logs_for_multi_worker)
 from daso_tf.training.evaluation import classification_metrics
-from daso_tf.training.results import EvaluationHistory, RESULTS_FILE, write_json_atomic, write_results
+from daso_tf.training.learner_arguments import describe_learner, learner_arguments, learner_record
+from daso_tf.training.results import (EvaluationHistory, RESULTS_FILE, TrainingHistory, write_json_atomic,
+                                      write_results)
 
-# SemiSupervisedModel arguments the run fills in itself (not from config.algorithm).
-_MODEL_ARGS = {"backbone", "num_classes", "normalization", "labeled_class_counts", "class_names", "kwargs"}
-# AlgorithmConfig keys that configure the optimiser rather than the learner.
-_OPTIMIZER_KEYS = {"name", "learning_rate", "momentum", "nesterov", "weight_decay"}
 # runtime.steps_per_execution=auto runs at most this many steps per host round trip.
 MAX_AUTO_STEPS_PER_EXECUTION = 100
 
@@ -131,35 +128,25 @@ def load_data(data_config):
     )
 
 
-def algorithm_kwargs(algorithm_class, algorithm_config):
-    """The ``config.algorithm`` keys the learner's constructor takes (walking its MRO)."""
-    accepted = set()
-    for klass in inspect.getmro(algorithm_class):
-        if "__init__" in vars(klass):
-            accepted |= set(inspect.signature(klass.__init__).parameters)
-    values = dataclasses.asdict(algorithm_config)
-    kwargs = {k: v for k, v in values.items() if k in accepted and k not in _MODEL_ARGS and k not in _OPTIMIZER_KEYS}
-    ignored = sorted(k for k in values if k not in kwargs and k not in _OPTIMIZER_KEYS)
-    return kwargs, ignored
-
-
 def build_model(config, lt_data, strategy):
-    """The learner named by ``config.algorithm.name``, built and compiled under ``strategy``."""
+    """The learner named by ``config.algorithm.name``, built and compiled under ``strategy``.
+
+    It gets the ``algorithm`` keys that are set and that it takes, plus ``total_steps`` and
+    ``seed`` from the run (``daso_tf.training.learner_arguments``); its optimiser is its
+    ``default_optimizer`` with the optimiser keys that are set.
+    """
     from daso_tf import data as data_lib
-    from daso_tf.algorithms import get_algorithm
     from daso_tf.models import WideResNet
-    from daso_tf.optimizers import reference_sgd
 
     size = config.data.image_size
-    algorithm_class = get_algorithm(config.algorithm.name)
-    kwargs, _ = algorithm_kwargs(algorithm_class, config.algorithm)
+    arguments = learner_arguments(config)
     jit_compile, augment_on_device = resolve_switches(config, strategy)
     # TrainingRun.train sets the run's value once it knows the first step.
     steps_per_execution = 1 if config.runtime.steps_per_execution == AUTO else config.runtime.steps_per_execution
     keras.utils.set_random_seed(config.data.seed)  # initial weights are part of the run's seed
     with strategy.scope():
         backbone = WideResNet(config.model.depth, config.model.width, input_shape=(size, size, 3))
-        model = algorithm_class(
+        model = arguments.algorithm_class(
             backbone,
             len(lt_data.class_names),
             normalization=data_lib.NORMALIZATION[config.data.dataset],
@@ -167,19 +154,12 @@ def build_model(config, lt_data, strategy):
             class_names=list(lt_data.class_names),
             augment_on_device=augment_on_device,
             augment_seed=config.data.seed,
-            **kwargs,
+            **arguments.model_kwargs,
         )
         model.build((None, size, size, 3))
         if strategy.num_replicas_in_sync > 1:
             synchronize_batch_norm(model)
-        if _has_own_optimizer(algorithm_class):
-            # e.g. Supervised: the reference trains it with its own schedule (LR 0.1, warm-up,
-            # step decay), not the SSL learners' constant 0.03.
-            optimizer = algorithm_class.default_optimizer()
-        else:
-            optimizer = reference_sgd(
-                learning_rate=config.algorithm.learning_rate, momentum=config.algorithm.momentum,
-                nesterov=config.algorithm.nesterov, l2=config.algorithm.weight_decay)
+        optimizer = arguments.algorithm_class.default_optimizer(**arguments.optimizer_kwargs)
         with warnings.catch_warnings():
             # Keras turns XLA off under op determinism (some XLA GPU ops have no deterministic
             # kernel); the XLA CPU step is deterministic, and an explicit request is kept.
@@ -190,12 +170,6 @@ def build_model(config, lt_data, strategy):
         model.optimizer.build(model.trainable_variables)
     wrap_train_logs_for_multi_worker(model, strategy)
     return model
-
-
-def _has_own_optimizer(algorithm_class):
-    from daso_tf.algorithms import SemiSupervisedModel
-
-    return algorithm_class.default_optimizer.__func__ is not SemiSupervisedModel.default_optimizer.__func__
 
 
 def count_parameters(model):
@@ -246,9 +220,12 @@ def startup_summary(config, model_dir, mode, strategy, lt_data, model, start_ste
     devices = ", ".join(d.name.replace("/job:localhost/replica:0/task:0/device:", "")
                         for d in tf.config.list_logical_devices() if d.device_type in ("CPU", "GPU"))
     task_type, task_id = task_info()
+    code = provenance()
+    commit = f", commit {code['git_commit'][:12]}{'+changes' if code['git_dirty'] else ''}" if code["git_commit"] else ""
     lines = [
         "=" * 78,
         f"experiment {config.name}   mode {mode}   model_dir {model_dir}",
+        f"code       daso_tf {code['daso_tf']}{commit}; TensorFlow {code['tensorflow']}, Keras {code['keras']}",
         f"data       {config.data.dataset} (source {config.data.source}"
         f"{', ' + config.data.data_dir if config.data.data_dir else ''}), seed {config.data.seed}, "
         f"batch {config.data.labeled_batch_size} labeled + {config.data.unlabeled_ratio}x"
@@ -263,9 +240,11 @@ def startup_summary(config, model_dir, mode, strategy, lt_data, model, start_ste
         f"{'device' if model.augment_on_device else 'host'} ({config.runtime.augment_on_device}), "
         f"{model.steps_per_execution} step(s) per execution ({config.runtime.steps_per_execution})",
     ]
-    _, ignored = algorithm_kwargs(type(model), config.algorithm)
-    if ignored:
-        lines.append(f"           algorithm keys {config.algorithm.name} does not use: {', '.join(ignored)}")
+    lines.append(f"learner    {describe_learner(learner_record(config.algorithm.name, model))}")
+    not_taken = learner_arguments(config).not_taken
+    if not_taken:  # set by the experiment (run.py refuses such keys from the user)
+        lines.append(f"           algorithm keys {config.algorithm.name} does not take (set by the experiment; "
+                     "not passed): " + ", ".join(f"{key}={value!r}" for key, value in not_taken.items()))
     lines += [
         f"strategy   {type(strategy).__name__} ({config.runtime.distribution_strategy}), "
         f"{strategy.num_replicas_in_sync} replica(s); task {task_type}:{task_id}; devices {devices}",
@@ -318,7 +297,8 @@ class TrainingRun:
                        if self.chief else tf.summary.create_noop_writer())
 
     # ---------------------------------------------------------------- evaluation
-    def _evaluate_and_record(self, step):
+    def _evaluate(self, step):
+        """Evaluates the EMA model; history, TensorBoard, console and best checkpoint (results: ``_record``)."""
         metrics = self.evaluator()
         entry = self.history.append(step, metrics.get("valid"), metrics.get("test"))
         window = self.config.trainer.median_window
@@ -342,15 +322,21 @@ class TrainingRun:
         valid_top1 = valid.get("top1")
         if valid_top1 is not None and (best is None or valid_top1 > best["valid_top1"]):
             self.checkpoints.save_best(step, valid_top1)
-        self._write_results(step, finished=False)
         return entry
+
+    def _record(self, step):
+        """Closes the training window ending at ``step`` and rewrites results.json."""
+        self.training_history.append(self.summaries.take_record())
+        self._write_results(step, finished=False)
 
     def _write_results(self, step, finished):
         if not self.chief:
             return
         write_results(self.model_dir, config=self.config, history=self.history, step=step, finished=finished,
                       wall_time_s=self.previous_wall_time + time.perf_counter() - self.t0,
-                      class_names=self.class_names)
+                      class_names=self.class_names, training=self.training_history,
+                      labeled_counts=self.lt_data.labeled_counts, unlabeled_counts=self.lt_data.unlabeled_counts,
+                      learner=learner_record(self.config.algorithm.name, self.model))
 
     # ---------------------------------------------------------------- training
     def train(self, evaluate=True):
@@ -361,9 +347,13 @@ class TrainingRun:
         if restored is not None and restored != start_step:
             raise RuntimeError(f"checkpoint {restored} holds step {start_step}; the checkpoint directory is inconsistent")
         self.previous_wall_time = _previous_wall_time(self.model_dir) if restored is not None else 0.0
-        self.history = EvaluationHistory.load(self.model_dir, up_to_step=start_step,
-                                              median_window=trainer.median_window) \
-            if restored is not None else EvaluationHistory(median_window=trainer.median_window)
+        if restored is not None:
+            self.history = EvaluationHistory.load(self.model_dir, up_to_step=start_step,
+                                                  median_window=trainer.median_window)
+            self.training_history = TrainingHistory.load(self.model_dir, up_to_step=start_step)
+        else:
+            self.history = EvaluationHistory(median_window=trainer.median_window)
+            self.training_history = TrainingHistory()
         if self.chief:
             os.makedirs(self.model_dir, exist_ok=True)
             write_params(config, self.model_dir)
@@ -375,13 +365,13 @@ class TrainingRun:
         self.evaluator = Evaluator(self.model, make_eval_datasets(config, self.lt_data), self.lt_data.labeled_counts)
 
         clock = callbacks_lib.StepClock(start_step)
-        callback_list = [
-            clock,
-            callbacks_lib.TrainingSummaries(clock, self.writer, trainer.log_interval, self.class_names),
-        ]
+        self.summaries = callbacks_lib.TrainingSummaries(clock, self.writer, trainer.log_interval, self.class_names)
+        callback_list = [clock, self.summaries]
         if evaluate:
             callback_list.append(callbacks_lib.PeriodicEvaluation(
-                clock, trainer.eval_interval, trainer.train_steps, self._evaluate_and_record))
+                clock, trainer.eval_interval, trainer.train_steps, self._evaluate))
+        callback_list.append(callbacks_lib.PeriodicRecord(
+            clock, (trainer.eval_interval, trainer.checkpoint_interval), trainer.train_steps, self._record))
         callback_list.append(callbacks_lib.PeriodicCheckpoint(
             clock, trainer.checkpoint_interval, trainer.train_steps, self.checkpoints,
             log=self.log if self.chief else (lambda *_: None)))
@@ -401,7 +391,7 @@ class TrainingRun:
         final_step = int(self.model.step.numpy())
         latest = self.history.latest()
         if evaluate and (latest is None or latest["step"] != final_step):
-            self._evaluate_and_record(final_step)
+            self._evaluate(final_step)
         self._write_results(final_step, finished=final_step >= trainer.train_steps)
         self.writer.flush()
         window = trainer.median_window
@@ -458,7 +448,7 @@ class TrainingRun:
             if step is None:
                 raise FileNotFoundError(f"no checkpoint in {self.checkpoints.directory}")
             path = self.checkpoints.path_for(step)
-        from export import export_saved_model
+        from daso_tf.serving import export_saved_model
 
         export_dir = export_config.export_dir or os.path.join(self.model_dir, "export")
         size = self.config.data.image_size

@@ -1,25 +1,41 @@
 """``<model_dir>/results.json``: what a run reports (written by the chief only).
 
-Rewritten after every evaluation (``finished: false``) and at the end of training, always
-atomically (temp file + rename), so a killed run leaves a readable file. On resume the
-history is reloaded and cut at the restored step: evaluations after the last checkpoint
-are recomputed identically by the resumed run.
+Rewritten at every evaluation and checkpoint step (``finished: false``) and at the end of
+training, always atomically (temp file + rename), so a killed run leaves a readable file.
+It holds two histories, both reloaded on resume and cut at the restored step (the resumed
+run recomputes what came after the last checkpoint identically):
+
+- ``history``: one entry per evaluation (validation and test metrics, running median-20);
+- ``training``: one entry per training window, ending at every evaluation or checkpoint
+  step (``TrainingHistory``; what ``python -m daso_tf.tools.report`` plots): mean losses
+  and mask rate of the window, and per-class pseudo-label counts of the samples that passed
+  the confidence mask, from which precision and recall follow.
+
+plus ``labeled_counts`` / ``unlabeled_counts`` (the true unlabeled class counts, null where
+unknown, e.g. STL-10) of the run's split.
 """
 
 import json
 import os
 
+from daso_tf.provenance import provenance
 from daso_tf.training.evaluation import running_median
 
 RESULTS_FILE = "results.json"
 
 
-def write_json_atomic(path, payload):
+def write_bytes_atomic(path, data):
+    """Writes ``data`` to ``path`` through a temporary sibling and a rename (never half a file)."""
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2, allow_nan=False, default=_json_default)
+    with open(tmp, "wb") as f:
+        f.write(data)
     os.replace(tmp, path)
     return path
+
+
+def write_json_atomic(path, payload):
+    text = json.dumps(payload, indent=2, allow_nan=False, default=_json_default)
+    return write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def _json_default(value):
@@ -28,6 +44,22 @@ def _json_default(value):
     if hasattr(value, "tolist"):
         return value.tolist()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def read_results(model_dir):
+    """The parsed ``results.json`` of ``model_dir``, or None when absent or unreadable."""
+    try:
+        with open(os.path.join(model_dir, RESULTS_FILE)) as f:
+            payload = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def _entries_up_to(model_dir, key, up_to_step):
+    # An unreadable file starts the record afresh: the training state is in the checkpoints.
+    entries = (read_results(model_dir) or {}).get(key) or []
+    return [e for e in entries if isinstance(e, dict) and e.get("step", 0) <= up_to_step]
 
 
 class EvaluationHistory:
@@ -40,15 +72,7 @@ class EvaluationHistory:
     @classmethod
     def load(cls, model_dir, *, up_to_step, median_window=20):
         """History from ``results.json``, keeping evaluations at steps <= ``up_to_step``."""
-        path = os.path.join(model_dir, RESULTS_FILE)
-        if not os.path.exists(path):
-            return cls(median_window=median_window)
-        try:
-            with open(path) as f:
-                entries = json.load(f).get("history", [])
-        except (OSError, ValueError):
-            entries = []  # unreadable: start the record afresh, training state is in checkpoints
-        return cls([e for e in entries if e.get("step", 0) <= up_to_step], median_window)
+        return cls(_entries_up_to(model_dir, "history", up_to_step), median_window)
 
     def append(self, step, valid_metrics, test_metrics):
         entry = {"step": int(step), "valid": valid_metrics, "test": test_metrics}
@@ -71,7 +95,26 @@ class EvaluationHistory:
         return self.entries[-1] if self.entries else None
 
 
-def results_payload(*, config, history, step, finished, wall_time_s, class_names=None):
+class TrainingHistory:
+    """The training windows of one run, oldest first (see ``callbacks.TrainingWindow``)."""
+
+    def __init__(self, entries=()):
+        self.entries = list(entries)
+
+    @classmethod
+    def load(cls, model_dir, *, up_to_step):
+        """Windows from ``results.json`` that end at steps <= ``up_to_step``."""
+        return cls(_entries_up_to(model_dir, "training", up_to_step))
+
+    def append(self, entry):
+        self.entries = [e for e in self.entries if e["step"] < entry["step"]] + [entry]
+        return entry
+
+
+def results_payload(*, config, history, step, finished, wall_time_s, class_names=None, training=None,
+                    labeled_counts=None, unlabeled_counts=None, learner=None):
+    """``learner``: what was trained, ``{"name", "config", "optimizer"}`` (see
+    ``daso_tf.training.learner_arguments.learner_record``)."""
     latest = history.latest()
     window = history.median_window
     return {
@@ -89,10 +132,19 @@ def results_payload(*, config, history, step, finished, wall_time_s, class_names
             "test": latest["test"]["per_class"] if latest and latest.get("test") else None,
             "valid": latest["valid"]["per_class"] if latest and latest.get("valid") else None,
         },
+        "labeled_counts": _int_list(labeled_counts),
+        "unlabeled_counts": _int_list(unlabeled_counts),
         "history": history.entries,
+        "training": training.entries if training is not None else [],
         "config": config.to_dict(),
+        "learner": learner,
+        "provenance": provenance(),
         "wall_time_s": float(wall_time_s),
     }
+
+
+def _int_list(values):
+    return None if values is None else [int(v) for v in values]
 
 
 def write_results(model_dir, **kwargs):

@@ -195,3 +195,22 @@ def test_pseudo_label_diagnostics_count_selected_labels_against_truth():
     with np.errstate(invalid="ignore", divide="ignore"):
         np.testing.assert_allclose(diagnostics["recall"], np.diag(expected) / expected.sum(1))
     assert model.pseudo_label_diagnostics()["selected"] == [0, 0, 0, 0]  # reset
+
+
+def test_pseudo_label_diagnostics_count_all_samples_apart_from_the_selected_ones():
+    model = tiny_daso(threshold=0.6)  # some samples pass the mask, some do not
+    model.compile()
+    batches = synthetic_batches(3, seed=5)
+    history = run_steps(model, [((b[0]), b[1]) for b in batches])
+    diagnostics = model.pseudo_label_diagnostics()
+    truth = np.concatenate([b[1][2] for b in batches])
+    predicted = np.concatenate([outputs["pseudo_labels"] for _, outputs in history])
+    mask = np.concatenate([np.asarray(outputs["mask"]) for _, outputs in history]) > 0
+    everything, selected = np.zeros((4, 4), int), np.zeros((4, 4), int)
+    np.add.at(everything, (truth, predicted), 1)
+    np.add.at(selected, (truth[mask], predicted[mask]), 1)
+    assert diagnostics["confusion_all"] == everything.tolist()
+    assert diagnostics["confusion"] == selected.tolist()
+    assert 0 < mask.mean() < 1, mask.mean()  # both kinds of sample occur
+    assert diagnostics["mask_rate"] == pytest.approx(mask.mean())
+    assert model.pseudo_label_diagnostics()["confusion_all"] == np.zeros((4, 4), int).tolist()  # reset

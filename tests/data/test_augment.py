@@ -91,15 +91,6 @@ def test_mixed_ops_per_sample_match_pil(cases):
     np.testing.assert_array_equal(_apply_xla(images, ops, levels, negative), expected)
 
 
-def test_resize_matches_pil_bilinear():
-    rng = np.random.default_rng(1)
-    images = rng.integers(0, 256, (4, 96, 96, 3), dtype=np.uint8)
-    expected = np.stack([np.asarray(Image.fromarray(i).resize((32, 32), Image.BILINEAR))
-                         for i in images])
-    np.testing.assert_array_equal(augment.resize(images, 32), expected)
-    assert augment.resize(images, 96) is not None
-
-
 def test_weak_views_are_flipped_reflect_padded_crops():
     rng = np.random.default_rng(2)
     images = rng.integers(0, 256, (16, 12, 12, 3), dtype=np.uint8)

@@ -41,20 +41,52 @@ def test_per_class_counts_for_paper_settings(setting):
     assert data.labeled_images.dtype == np.uint8
 
 
-def test_stl_style_extra_unlabeled_set_and_summary():
+@pytest.mark.parametrize("whole_split", [-1, None])
+def test_stl_style_extra_unlabeled_set_and_summary(whole_split):
+    # STL-10: 500 train images per class, 50 of them for validation, N1=450 gamma_l=10; the
+    # extra unlabeled split is used whole (-1, as the stl10 experiments pass it).
     extra = np.zeros([7, 1, 1, 3], np.uint8)
     data = make_long_tailed_data(
         _source(10, 500, unlabeled=extra), num_valid_per_class=50, num_labeled_head=450,
-        num_unlabeled_head=None, imbalance_labeled=10, imbalance_unlabeled=1,
+        num_unlabeled_head=whole_split, imbalance_labeled=10, imbalance_unlabeled=whole_split,
         reverse_unlabeled=False, seed=1)
     assert data.labeled_counts == [450, 348, 269, 208, 161, 125, 96, 75, 58, 45]
+    assert data.valid_counts == [50] * 10
     assert data.unlabeled_counts is None
     np.testing.assert_array_equal(data.unlabeled_labels, [-1] * 7)
+    assert data.unlabeled_images is extra
     summary = data.summary()
-    assert "class0" in summary and "?" in summary
-    assert summary.splitlines()[1].split() == ["class0", "450", "?", "50", "2"]
-    assert summary.splitlines()[-1].split() == ["total", str(sum(data.labeled_counts)), "7",
-                                                "500", "20"]
+    assert summary.splitlines()[1].split() == ["class0", "450", "unknown", "50", "2"]
+    assert summary.splitlines()[-1].split() == ["total", "1835", "7", "500", "20"]
+
+
+def test_stl_style_n1_150_gamma_20():
+    data = make_long_tailed_data(
+        _source(10, 500, unlabeled=np.zeros([3, 1, 1, 3], np.uint8)), num_valid_per_class=50,
+        num_labeled_head=150, num_unlabeled_head=-1, imbalance_labeled=20,
+        imbalance_unlabeled=-1, reverse_unlabeled=False, seed=0)
+    # floor(150 * 20^(-k/9)), written out.
+    assert data.labeled_counts == [150, 107, 77, 55, 39, 28, 20, 14, 10, 7]
+
+
+def test_unlabeled_settings_must_fit_the_data():
+    extra = np.zeros([3, 1, 1, 3], np.uint8)
+    common = dict(num_valid_per_class=50, num_labeled_head=150, imbalance_labeled=10, seed=0)
+    with pytest.raises(ValueError, match="num_unlabeled_head=3000.*extra unlabeled split.*-1"):
+        make_long_tailed_data(_source(10, 500, unlabeled=extra), num_unlabeled_head=3000,
+                              imbalance_unlabeled=-1, reverse_unlabeled=False, **common)
+    with pytest.raises(ValueError, match="imbalance_unlabeled=10"):
+        make_long_tailed_data(_source(10, 500, unlabeled=extra), num_unlabeled_head=-1,
+                              imbalance_unlabeled=10, reverse_unlabeled=False, **common)
+    with pytest.raises(ValueError, match="reverse_unlabeled"):
+        make_long_tailed_data(_source(10, 500, unlabeled=extra), num_unlabeled_head=-1,
+                              imbalance_unlabeled=-1, reverse_unlabeled=True, **common)
+    with pytest.raises(ValueError, match="num_unlabeled_head=-1 asks for the whole extra unlabeled"):
+        make_long_tailed_data(_source(10, 500), num_unlabeled_head=-1, imbalance_unlabeled=-1,
+                              reverse_unlabeled=False, **common)
+    with pytest.raises(ValueError, match="imbalance_unlabeled=-1"):
+        make_long_tailed_data(_source(10, 500), num_unlabeled_head=100, imbalance_unlabeled=-1,
+                              reverse_unlabeled=False, **common)
 
 
 def test_too_many_images_per_class_is_a_clear_error():

@@ -65,12 +65,30 @@ def test_resume_reproduces_the_uninterrupted_stream_and_seed_matters():
 
 
 def test_stl_style_images_are_augmented_at_96_and_resized_to_32():
-    data = _indexed_data(size=96)
-    (x_l, _), (u_w, u_s) = _take(train_stream(data, labeled_batch_size=2, unlabeled_ratio=1,
-                                              seed=0), 1)[0]
-    assert x_l.shape == (2, 32, 32, 3) and u_w.shape == u_s.shape == (2, 32, 32, 3)
-    # resizing a constant image keeps it constant (PIL's normalised weights)
-    assert (x_l == x_l[:, :1, :1]).all()
+    # The reference: flip + 4-px reflect crop (weak) and RandAugment + Cutout 16 px (strong)
+    # on the 96 px image, THEN PIL's bilinear resize to 32. Expected: PIL's resize of the
+    # 96 px augmentations (themselves tested against PIL in test_augment.py).
+    from PIL import Image
+
+    from daso_tf.data import augment, pipeline
+
+    data = _indexed_data(num_labeled=4, num_unlabeled=4, size=96)
+    rng = np.random.default_rng(4)
+    data.labeled_images = rng.integers(0, 256, data.labeled_images.shape, np.uint8)
+    data.unlabeled_images = rng.integers(0, 256, data.unlabeled_images.shape, np.uint8)
+    common = dict(labeled_batch_size=2, unlabeled_ratio=1, seed=0, start_step=3)
+    (x_l, _), (u_w, u_s) = _take(train_stream(data, **common), 1)[0]
+    (raw_x, _), (raw_u,) = _take(train_stream(data, augment_on_device=True, **common), 1)[0]
+    assert raw_x.shape == (2, 96, 96, 3) and x_l.shape == u_w.shape == u_s.shape == (2, 32, 32, 3)
+    keys = pipeline.augmentation_keys(0, 3)
+
+    def pil_32(images):
+        return np.stack([np.asarray(Image.fromarray(i).resize((32, 32), Image.BILINEAR))
+                         for i in np.asarray(images)])
+
+    np.testing.assert_array_equal(x_l, pil_32(augment.weak_augment(raw_x, keys[0])))
+    np.testing.assert_array_equal(u_w, pil_32(augment.weak_augment(raw_u, keys[1])))
+    np.testing.assert_array_equal(u_s, pil_32(augment.strong_augment(raw_u, keys[2])))
 
 
 @pytest.mark.parametrize("augmentation", ["keras_cv", "keras"])
@@ -101,7 +119,11 @@ def test_eval_stream_is_ordered_unaugmented_and_resized():
     np.testing.assert_array_equal(np.concatenate([y for _, y in batches]), labels)
     assert batches[0][1].dtype == tf.int32
     big = rng.integers(0, 256, (3, 96, 96, 3), np.uint8)
-    assert next(iter(eval_stream(big, labels[:3], batch_size=8)))[0].shape == (3, 32, 32, 3)
+    resized = next(iter(eval_stream(big, labels[:3], batch_size=8)))[0].numpy()
+    from PIL import Image
+
+    expected = np.stack([np.asarray(Image.fromarray(i).resize((32, 32), Image.BILINEAR)) for i in big])
+    np.testing.assert_array_equal(resized, expected)
 
 
 def test_learners_can_ask_for_other_unlabeled_views():

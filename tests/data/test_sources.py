@@ -1,3 +1,6 @@
+import socket
+import threading
+import time
 import zipfile
 
 import numpy as np
@@ -121,3 +124,87 @@ def test_tfds_path_offline_with_mock_data(name, size, num_classes):
         assert source.unlabeled_images.shape == (5, 96, 96, 3)
     else:
         assert source.unlabeled_images is None
+
+
+# ----------------------------------------------------------------------------- offline TFDS
+
+
+def test_probe_reports_a_refused_connection_quickly():
+    from daso_tf.data import sources
+
+    with socket.socket() as server:  # a bound port nobody listens on: connection refused
+        server.bind(("127.0.0.1", 0))
+        port = server.getsockname()[1]
+        start = time.monotonic()
+        problem = sources.probe_download_host(f"http://127.0.0.1:{port}/x.tar.gz", timeout=5)
+    assert time.monotonic() - start < 5
+    assert problem.startswith(f"127.0.0.1:{port} cannot be reached:")
+
+
+def test_probe_succeeds_against_a_listening_port():
+    from daso_tf.data import sources
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        assert sources.probe_download_host(f"https://127.0.0.1:{server.getsockname()[1]}/", timeout=5) is None
+
+
+def test_probe_gives_up_on_a_hanging_dns_lookup_within_its_timeout(monkeypatch):
+    from daso_tf.data import sources
+
+    release = threading.Event()
+
+    def hanging_lookup(*args, **kwargs):  # a resolver that never answers
+        release.wait(60)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging_lookup)
+    start = time.monotonic()
+    problem = sources.probe_download_host("https://www.cs.toronto.edu/~kriz/x.tar.gz", timeout=1.0)
+    elapsed = time.monotonic() - start
+    release.set()
+    assert 0.9 < elapsed < 3.0
+    assert problem == "www.cs.toronto.edu:443 cannot be reached: no answer within 1 s"
+
+
+def test_probe_goes_through_the_proxy_the_environment_names(monkeypatch):
+    from daso_tf.data import sources
+
+    with socket.socket() as proxy:
+        proxy.bind(("127.0.0.1", 0))
+        proxy.listen(1)
+        monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{proxy.getsockname()[1]}")
+        monkeypatch.delenv("no_proxy", raising=False)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        # The real host is unresolvable here (tests run offline); the proxy answers.
+        assert sources.probe_download_host("https://www.cs.toronto.edu/x.tar.gz", timeout=5) is None
+
+
+def test_unprepared_unreachable_dataset_fails_fast_naming_dataset_and_data_dir(tmp_path):
+    from daso_tf.data import DatasetUnavailableError, check_tfds_available
+
+    start = time.monotonic()
+    with pytest.raises(DatasetUnavailableError) as error:
+        check_tfds_available("stl10", str(tmp_path))  # empty: nothing prepared; DNS fails offline
+    assert time.monotonic() - start < 30
+    message = str(error.value)
+    assert f"TFDS dataset 'stl10' is not prepared in the TFDS data_dir {tmp_path}" in message
+    assert "ai.stanford.edu:80 cannot be reached" in message
+    with pytest.raises(DatasetUnavailableError, match="'cifar100'"):
+        load_source("cifar100", source="tfds", data_dir=str(tmp_path))
+
+
+def test_prepared_or_mocked_datasets_are_not_probed(monkeypatch, tmp_path):
+    import tensorflow_datasets as tfds
+
+    from daso_tf.data import check_tfds_available, sources
+
+    def no_probe(*args, **kwargs):
+        raise AssertionError("probed the download host")
+
+    monkeypatch.setattr(sources, "probe_download_host", no_probe)
+    with tfds.testing.mock_data(num_examples=2):
+        check_tfds_available("cifar10", str(tmp_path))
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "is_prepared", lambda self: True)
+    assert check_tfds_available("cifar10", str(tmp_path)) == str(tmp_path)

@@ -6,7 +6,6 @@ checked, it is the reference for the interrupted/resumed run and for the mirrore
 and bad input is tried against it (without touching it).
 """
 
-import hashlib
 import json
 import os
 import pathlib
@@ -15,13 +14,13 @@ import socket
 import subprocess
 import sys
 import time
-import zipfile
 
 import numpy as np
 import pytest
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-TRAIN_PER_CLASS, TEST_PER_CLASS = 26, 4
+from tests.e2e.runs import EXPERIMENT, REPO_ROOT, run_env, run_py, tree_digest
+from tests.tools.test_report import check_png
+
 TINY = ",".join([
     "data.num_valid_per_class=2", "data.num_labeled_head=10", "data.num_unlabeled_head=12",
     "data.imbalance_labeled=5", "data.imbalance_unlabeled=5", "data.labeled_batch_size=4",
@@ -31,21 +30,6 @@ TINY = ",".join([
     "trainer.eval_batch_size=20", "trainer.eval_batches=2", "trainer.log_interval=2",
     "runtime.deterministic=true",
 ])
-EXPERIMENT = "cifar10_lt_n1500"
-
-
-def _env(**extra):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
-    env.pop("TF_CONFIG", None)
-    env.update(extra)
-    return env
-
-
-def run_py(model_dir, overrides="", *args, env=None, timeout=240):
-    command = [sys.executable, str(REPO_ROOT / "run.py"), f"--experiment={EXPERIMENT}",
-               f"--model_dir={model_dir}", f"--params_override={overrides}", *args]
-    return subprocess.run(command, cwd=REPO_ROOT, env=env or _env(), capture_output=True, text=True,
-                          timeout=timeout)
 
 
 def read_checkpoint(path):
@@ -65,38 +49,6 @@ def assert_same_state(a, b, atol):
 
 def final_checkpoint(model_dir, step=8):
     return pathlib.Path(model_dir) / "checkpoints" / f"ckpt-{step:09d}" / "ckpt"
-
-
-def tree_digest(directory):
-    digest = hashlib.sha256()
-    for path in sorted(pathlib.Path(directory).rglob("*")):
-        digest.update(str(path.relative_to(directory)).encode())
-        if path.is_file():
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-@pytest.fixture(scope="module")
-def cifar_folder(tmp_path_factory, cifar10_zip):
-    """A few JPEGs per class of the offline CIFAR-10 copy, as train/<class>/, test/<class>/."""
-    root = tmp_path_factory.mktemp("cifar10_folder")
-    wanted = {"train": TRAIN_PER_CLASS, "test": TEST_PER_CLASS}
-    taken = {}
-    with zipfile.ZipFile(cifar10_zip) as archive:
-        for name in sorted(archive.namelist()):
-            parts = pathlib.PurePosixPath(name).parts
-            split_index = next((i for i, p in enumerate(parts) if p in wanted), None)
-            if split_index is None or not name.endswith(".jpg") or len(parts) - split_index != 3:
-                continue
-            split, label = parts[split_index], parts[split_index + 1]
-            if taken.get((split, label), 0) >= wanted[split]:
-                continue
-            taken[(split, label)] = taken.get((split, label), 0) + 1
-            target = root / split / label / parts[-1]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(archive.read(name))
-    assert len({label for _, label in taken}) == 10
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +98,127 @@ def test_run_leaves_params_tensorboard_checkpoints_results(trained_run):
     assert "step 8/8" in result.stdout and "labeled" in result.stdout
 
 
+def test_results_record_training_windows_and_class_counts(trained_run):
+    model_dir, _ = trained_run
+    results = json.loads((model_dir / "results.json").read_text())
+    # N1=10, M1=12, gamma=5 over 10 classes: n_k = int(n_1 * 5 ** (-k / 9)).
+    assert results["labeled_counts"] == [10, 8, 6, 5, 4, 4, 3, 2, 2, 2]
+    assert results["unlabeled_counts"] == [12, 10, 8, 7, 5, 4, 4, 3, 2, 2]
+    training = results["training"]
+    # A window ends at every evaluation (4, 8) or checkpoint (2, 4, 6, 8) step.
+    assert [(e["step"], e["start_step"]) for e in training] == [(2, 0), (4, 2), (6, 4), (8, 6)]
+    for entry in training:
+        counts = entry["pseudo_labels"]
+        assert counts["num_unlabeled"] == 2 * 8  # 2 steps of 2 x 4 unlabeled images
+        assert counts["mask_rate"] == counts["num_selected"] / 16
+        assert entry["mask"] == pytest.approx(counts["mask_rate"], abs=1e-9)  # same samples, equal batches
+        # Every unlabeled image has a known class here: all selected samples are counted.
+        assert sum(counts["selected"]) == sum(counts["selected_by_true_class"]) == counts["num_selected"]
+        assert all(c <= min(s, t) for c, s, t in zip(counts["correct"], counts["selected"],
+                                                     counts["selected_by_true_class"]))
+        assert entry["loss"] == pytest.approx(entry["loss_x"] + entry["loss_u"] + entry["loss_align"], rel=1e-9)
+        assert entry["learning_rate"] == pytest.approx(0.03)
+
+
+def test_report_mode_reads_the_run_without_tensorflow(trained_run):
+    model_dir, _ = trained_run
+    code = ("import atexit, runpy, sys; "
+            "atexit.register(lambda: print('tensorflow imported:', 'tensorflow' in sys.modules)); "
+            f"sys.argv = ['run.py', '--mode=report', '--model_dir={model_dir}']; "
+            "runpy.run_path('run.py', run_name='__main__')")
+    completed = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=run_env(), capture_output=True,
+                               text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "tensorflow imported: False" in completed.stdout
+    page = (model_dir / "report" / "report.html").read_text()
+    assert "daso cifar10_lt_n1500 seed 0" in page and "8 / 8: finished; latest checkpoint 8" in page
+    results = json.loads((model_dir / "results.json").read_text())
+    assert f"{results['test_top1_median20']:.2f} (median-20)" in page
+    drawn = ["accuracy", "per_class_accuracy", "mask_rate", "losses"]
+    if any(sum(e["pseudo_labels"]["selected"]) for e in results["training"]):
+        drawn += ["pseudo_label_quality", "pseudo_label_distribution"]
+    else:
+        assert page.count("Not drawn:") == 2  # no pseudo-label passed the mask in 8 steps
+    for stem in drawn:
+        assert f"href='{stem}.png'" in page and check_png(model_dir / "report" / f"{stem}.png")
+
+
+def test_report_mode_refuses_a_directory_without_a_run(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_py(empty, "", "--mode=report")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"run.py: error: {empty} is not a run directory (no results.json or params.yaml; expected the --model_dir "
+        "of a run.py run)"]
+    assert list(empty.iterdir()) == []
+
+
+CPU_EXPERIMENTS = ("cifar10_lt_n1500_cpu", "cifar10_lt_n1500_reversed_cpu")
+# The CPU experiments with a tiny split, WRN-10-1 (width 1 is theirs), 2 steps; threshold 0.05 < 1/10 lets
+# every pseudo-label pass the mask (a softmax over 10 classes has a maximum >= 0.1).
+CPU_TINY = ",".join([
+    "data.num_valid_per_class=2", "data.num_labeled_head=10", "data.num_unlabeled_head=12",
+    "data.imbalance_labeled=5", "data.imbalance_unlabeled=5", "data.labeled_batch_size=4", "model.depth=10",
+    "algorithm.threshold=0.05", "trainer.train_steps=2", "trainer.eval_interval=2", "trainer.checkpoint_interval=2",
+    "trainer.log_interval=2", "trainer.eval_batch_size=20", "trainer.eval_batches=2",
+])
+
+
+@pytest.fixture(scope="module")
+def cpu_experiment_runs(tmp_path_factory, cifar_folder):
+    """Both CPU experiments, 2 steps each, started where their default data.data_dir exists."""
+    workdir = tmp_path_factory.mktemp("newcomer")
+    (workdir / "data").mkdir()
+    (workdir / "data" / "cifar10_jpeg").symlink_to(cifar_folder, target_is_directory=True)
+    runs = {}
+    for name in CPU_EXPERIMENTS:
+        command = [sys.executable, str(REPO_ROOT / "run.py"), f"--experiment={name}", f"--model_dir=runs/{name}",
+                   f"--params_override={CPU_TINY}"]
+        completed = subprocess.run(command, cwd=workdir, env=run_env(), capture_output=True, text=True, timeout=240)
+        assert completed.returncode == 0, completed.stderr[-3000:]
+        runs[name] = workdir / "runs" / name
+    return runs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CPU_EXPERIMENTS)
+def test_cpu_experiment_runs_from_its_default_data_dir(cpu_experiment_runs, name):
+    import yaml
+
+    model_dir = cpu_experiment_runs[name]
+    params = yaml.safe_load((model_dir / "params.yaml").read_text())
+    # The experiment's own settings (not overridden above) reach the run.
+    assert (params["data"]["source"], params["data"]["data_dir"]) == ("folder", "data/cifar10_jpeg")
+    assert (params["model"]["width"], params["algorithm"]["warmup_steps"]) == (1, 3000)
+    assert params["data"]["reverse_unlabeled"] == name.endswith("reversed_cpu")
+    assert params["algorithm"]["dist_temperature"] == (0.3 if name.endswith("reversed_cpu") else 1.5)
+    results = json.loads((model_dir / "results.json").read_text())
+    assert results["finished"] is True and results["step"] == 2 and len(results["history"]) == 1
+    counts = results["training"][0]["pseudo_labels"]
+    assert counts["num_selected"] == counts["num_unlabeled"] == 2 * 8 and counts["mask_rate"] == 1.0
+    expected_unlabeled = [12, 10, 8, 7, 5, 4, 4, 3, 2, 2]
+    assert results["unlabeled_counts"] == (expected_unlabeled[::-1] if name.endswith("reversed_cpu")
+                                           else expected_unlabeled)
+
+
+@pytest.mark.slow
+def test_report_of_several_real_runs(tmp_path, trained_run, cpu_experiment_runs):
+    model_dir, _ = trained_run
+    out = tmp_path / "report"
+    runs = [str(model_dir)] + [str(cpu_experiment_runs[name]) for name in CPU_EXPERIMENTS]
+    completed = subprocess.run([sys.executable, "-m", "daso_tf.tools.report", *runs, "--out", str(out),
+                                "--labels", "tiny,cpu,cpu reversed"], cwd=REPO_ROOT, env=run_env(),
+                               capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    page = (out / "report.html").read_text()
+    assert "<th>tiny</th><th>cpu</th><th>cpu reversed</th>" in page and "Not drawn" not in page
+    assert "gamma_l=5 reversed" in page and "gamma_l=5 gamma_u=5" in page
+    for stem in ("accuracy", "per_class_accuracy", "pseudo_label_quality", "pseudo_label_distribution",
+                 "mask_rate", "losses"):
+        assert check_png(out / f"{stem}.png")
+
+
 def _tensorboard_tags(directory):
     import tensorflow as tf
 
@@ -176,7 +249,7 @@ def test_killed_run_resumes_to_the_same_state(tmp_path, trained_run, overrides):
     model_dir = tmp_path / "interrupted"
     command = [sys.executable, str(REPO_ROOT / "run.py"), f"--experiment={EXPERIMENT}",
                f"--model_dir={model_dir}", f"--params_override={overrides}"]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=_env(), stdout=subprocess.DEVNULL,
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=run_env(), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     deadline = time.time() + 180
     try:
@@ -195,6 +268,12 @@ def test_killed_run_resumes_to_the_same_state(tmp_path, trained_run, overrides):
     assert "resuming from step" in result.stdout
     assert_same_state(read_checkpoint(final_checkpoint(model_dir)), read_checkpoint(final_checkpoint(reference_dir)),
                       atol=1e-5)
+    # The recorded training windows are cut at the restored step and recomputed identically.
+    resumed, reference = (json.loads((d / "results.json").read_text())["training"] for d in (model_dir, reference_dir))
+    assert [(e["step"], e["start_step"]) for e in resumed] == [(e["step"], e["start_step"]) for e in reference]
+    for mine, theirs in zip(resumed, reference):
+        assert mine["pseudo_labels"] == theirs["pseudo_labels"]
+        assert mine["loss"] == pytest.approx(theirs["loss"], rel=1e-6)
 
 
 def test_mirrored_on_two_virtual_cpus_matches_one_device(tmp_path, trained_run, overrides):
@@ -227,7 +306,7 @@ def test_multi_worker_mirrored_two_local_workers(tmp_path, trained_run, override
     processes = []
     for index in range(2):
         tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
-        processes.append(subprocess.Popen(command, cwd=REPO_ROOT, env=_env(TF_CONFIG=tf_config),
+        processes.append(subprocess.Popen(command, cwd=REPO_ROOT, env=run_env(TF_CONFIG=tf_config),
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outputs = [p.communicate(timeout=240) for p in processes]
     for process, (_, stderr) in zip(processes, outputs):
@@ -238,10 +317,19 @@ def test_multi_worker_mirrored_two_local_workers(tmp_path, trained_run, override
     assert not [p for p in (model_dir / "checkpoints").iterdir() if p.name.startswith(".")]  # no worker scratch
     assert "2 replica(s)" in outputs[0][0] and "done: step 4" in outputs[0][0]
     assert "done:" not in outputs[1][0]  # the non-chief worker stays quiet
-    # Two workers train like one device on the same global batches (float64; measured ~1e-14).
+    # Two workers train like one device on the same global batches (float64; measured ~1e-14) ...
     reference_dir, _ = trained_run
-    assert_same_state(read_checkpoint(final_checkpoint(model_dir, 4)),
-                      read_checkpoint(final_checkpoint(reference_dir, 4)), atol=1e-9)
+    state = read_checkpoint(final_checkpoint(model_dir, 4))
+    reference = read_checkpoint(final_checkpoint(reference_dir, 4))
+    # ... but DASO's histogram window does not close at the run's last step (as in the reference:
+    # t + 1 < total_steps), so at step 4 of 4 it still holds what the 8-step run closed at step 4.
+    (window,) = [name for name in state if "window_counts" in name]
+    (closed,) = [name for name in state if "closed_counts" in name]
+    np.testing.assert_array_equal(state[window], reference[closed])
+    assert not reference[window].any() and state[window].sum() == 2 * 8  # 2 steps of mu * B = 2 * 4 images
+    for name in (window, closed):
+        del state[name], reference[name]
+    assert_same_state(state, reference, atol=1e-9)
 
 
 def test_eval_mode_reuses_the_run_settings(trained_run):

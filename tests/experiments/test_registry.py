@@ -1,11 +1,14 @@
-"""experiments: every paper setting registered with the spec's hyper-parameters."""
+"""experiments: every paper setting registered with the paper's hyper-parameters, and each
+experiment's data config building the paper's split (through TFDS, on fake data)."""
 
+import dataclasses
 import re
 
+import numpy as np
 import pytest
 
-import experiments
-from daso_tf.data.splits import class_counts
+from daso_tf import experiments
+from tests.paper_splits import paper_split
 
 PAPER_SETTINGS = [
     "cifar10_lt_n500", "cifar10_lt_n1500", "cifar10_lt_n500_g150", "cifar10_lt_n1500_g150",
@@ -28,8 +31,11 @@ def test_reference_hyperparameters(name):
     assert algorithm.name == "daso"
     assert (data.labeled_batch_size, data.unlabeled_ratio, config.trainer.train_steps) == (64, 2, 250_000)
     assert (config.model.depth, config.model.width) == (28, 2)
-    assert (algorithm.proto_temperature, algorithm.queue_size, algorithm.warmup_steps) == (0.05, 256, 5000)
-    assert (algorithm.threshold, algorithm.ema_decay, config.trainer.eval_interval) == (0.95, 0.999, 500)
+    # Only T_dist differs between settings; every other DASO hyper-parameter is left unset, i.e.
+    # the learner's reference value (tests/e2e/test_learners.py checks what the learner gets).
+    assert {key for key, value in dataclasses.asdict(algorithm).items() if value is not None} == {
+        "name", "dist_temperature"}
+    assert config.trainer.eval_interval == 500
     n1 = int(re.search(r"_n(\d+)", name).group(1))
     assert data.num_labeled_head == n1
     if data.dataset == "cifar10":
@@ -45,22 +51,39 @@ def test_reference_hyperparameters(name):
         assert algorithm.dist_temperature == 0.3
 
 
-def test_split_shapes_match_spec_counts():
-    # spec/DASO.md section 5 "Checked counts".
-    c10 = experiments.get_experiment("cifar10_lt_n1500").data
-    assert sum(class_counts(c10.num_labeled_head, c10.imbalance_labeled, 10)) == 3720
-    assert sum(class_counts(c10.num_unlabeled_head, c10.imbalance_unlabeled, 10)) == 7443
-    g150 = experiments.get_experiment("cifar10_lt_n500_g150").data
-    assert class_counts(g150.num_labeled_head, g150.imbalance_labeled, 10) == [500, 286, 164, 94, 53, 30, 17, 10, 5, 3]
-    uniform = experiments.get_experiment("cifar10_lt_n500_uniform").data
-    assert class_counts(uniform.num_unlabeled_head, uniform.imbalance_unlabeled, 10) == [4000] * 10
-    reversed_ = experiments.get_experiment("cifar10_lt_n500_reversed").data
-    assert reversed_.reverse_unlabeled and reversed_.imbalance_unlabeled == 100
-    c100 = experiments.get_experiment("cifar100_lt_n50").data
-    assert sum(class_counts(c100.num_labeled_head, c100.imbalance_labeled, 100)) == 1911
-    assert sum(class_counts(c100.num_unlabeled_head, c100.imbalance_unlabeled, 100)) == 15651
-    stl = experiments.get_experiment("stl10_lt_n450_g10").data
-    assert class_counts(stl.num_labeled_head, stl.imbalance_labeled, 10) == [450, 348, 269, 208, 161, 125, 96, 75, 58, 45]
+@pytest.fixture(scope="module")
+def tfds_sources():
+    """Each dataset loaded once through the real TFDS path of load_source, on fake data with
+    the real structure and per-class counts (tests/mock_tfds.py)."""
+    from daso_tf.data import load_source
+    from tests.mock_tfds import mock_tfds
+
+    with mock_tfds():
+        return {name: load_source(name, source="tfds") for name in ("cifar10", "cifar100", "stl10")}
+
+
+@pytest.mark.parametrize("name", PAPER_SETTINGS)
+def test_each_experiment_builds_the_papers_split(name, tfds_sources, monkeypatch):
+    import daso_tf.data
+    from daso_tf.training.loop import load_data
+
+    config = experiments.get_experiment(name)
+    monkeypatch.setattr(daso_tf.data, "load_source", lambda dataset, **kwargs: tfds_sources[dataset])
+    data = load_data(config.data)  # what run.py does with the experiment's data config
+    labeled, unlabeled, valid, test = paper_split(name)
+    assert data.labeled_counts == labeled
+    assert np.bincount(data.labeled_labels, minlength=len(labeled)).tolist() == labeled
+    assert data.valid_counts == valid
+    assert np.bincount(data.test_labels, minlength=len(labeled)).tolist() == test
+    size = 96 if config.data.dataset == "stl10" else 32
+    assert data.labeled_images.shape[1:] == data.test_images.shape[1:] == (size, size, 3)
+    if unlabeled is None:  # STL-10: the whole 'unlabelled' split, labels unknown
+        assert data.unlabeled_counts is None
+        assert len(data.unlabeled_images) == len(tfds_sources["stl10"].unlabeled_images)
+        assert (data.unlabeled_labels == -1).all()
+    else:
+        assert data.unlabeled_counts == unlabeled
+        assert np.bincount(data.unlabeled_labels, minlength=len(labeled)).tolist() == unlabeled
 
 
 def test_paper_numbers_from_results_md():
@@ -78,3 +101,26 @@ def test_each_factory_returns_a_fresh_config():
 def test_unknown_experiment_lists_known():
     with pytest.raises(experiments.UnknownExperimentError, match="unknown experiment 'cifar10_lt'.*cifar10_lt_n500"):
         experiments.get_experiment("cifar10_lt")
+
+
+@pytest.mark.parametrize("name, reverse, dist_temperature", [
+    ("cifar10_lt_n1500_cpu", False, 1.5), ("cifar10_lt_n1500_reversed_cpu", True, 0.3)])
+def test_cpu_experiments_reduce_the_paper_setting(name, reverse, dist_temperature):
+    config = experiments.get_experiment(name)
+    paper = experiments.get_experiment("cifar10_lt_n1500_reversed" if reverse else "cifar10_lt_n1500")
+    data = config.data
+    assert (data.source, data.data_dir) == ("folder", "data/cifar10_jpeg")
+    assert (data.num_labeled_head, data.num_unlabeled_head, data.imbalance_labeled, data.imbalance_unlabeled,
+            data.reverse_unlabeled) == (1500, 3000, 100, 100, reverse)
+    assert (config.model.depth, config.model.width, data.labeled_batch_size, data.unlabeled_ratio) == (28, 1, 32, 2)
+    assert (config.trainer.train_steps, config.algorithm.warmup_steps, config.trainer.median_window) == (
+        2000, 1000, 4)
+    assert (config.trainer.eval_interval, config.trainer.checkpoint_interval, config.trainer.eval_batches) == (
+        250, 250, 0)
+    assert config.algorithm.dist_temperature == dist_temperature
+    # Everything else is the paper setting's.
+    assert (config.algorithm.threshold, config.algorithm.queue_size, config.algorithm.ema_decay) == (
+        paper.algorithm.threshold, paper.algorithm.queue_size, paper.algorithm.ema_decay)
+    entry = experiments.get_entry(name)
+    assert entry.paper_top1 is None
+    assert f"| {name} | {entry.description} | - (" in experiments.experiment_table()

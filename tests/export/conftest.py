@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 from export_test_utils import CLASS_NAMES, IMAGE_SIZE, MODEL_NAME, build_stand_in_network
 
-from export import export_saved_model
+from daso_tf.serving import export_saved_model
 
 
 @pytest.fixture(scope="session")

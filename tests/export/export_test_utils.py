@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 
 IMAGE_SIZE = (32, 32)
 CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer"]
@@ -34,3 +35,11 @@ def random_images(count, height=IMAGE_SIZE[0], width=IMAGE_SIZE[1], seed=0):
     tint = rng.integers(0, 256, (count, 1, 1, 3))
     noise = rng.integers(-60, 61, (count, height, width, 3))
     return np.clip(tint + noise, 0, 255).astype(np.uint8)
+
+
+def pil_resize(images, size=IMAGE_SIZE):
+    """PIL's bilinear resize of uint8 images [N, H, W, 3] to size (height, width): what the
+    serving signatures (and the evaluation pipeline) claim to compute, built independently."""
+    height, width = size
+    return np.stack([np.asarray(Image.fromarray(np.asarray(image)).resize((width, height), Image.BILINEAR))
+                     for image in images])

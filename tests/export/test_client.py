@@ -6,13 +6,14 @@ import urllib.request
 import numpy as np
 import pytest
 import tensorflow as tf
-from export_test_utils import CLASS_NAMES, IMAGE_SIZE, MODEL_NAME, keras_probabilities, random_images
+from export_test_utils import (CLASS_NAMES, IMAGE_SIZE, MODEL_NAME, keras_probabilities, pil_resize,
+                               random_images)
 from google.protobuf import json_format
 from PIL import Image
 from tensorflow_serving.apis import predict_pb2
 
-from export import BYTES_SIGNATURE, SERVING_SIGNATURE
-from export import client
+from daso_tf.serving import BYTES_SIGNATURE, SERVING_SIGNATURE
+from daso_tf.serving import client
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +101,7 @@ def test_grpc_bytes_request_takes_images_of_any_size(network, signatures, tmp_pa
     encoded = tf.make_ndarray(request.inputs["image_bytes"])
     assert list(encoded) == [p.read_bytes() for p in paths]
     outputs = signatures[BYTES_SIGNATURE](image_bytes=tf.constant(encoded))
-    resized = tf.image.resize(images[1], IMAGE_SIZE).numpy()
+    resized = pil_resize(images[1][None])[0]
     _assert_matches_keras(outputs, network, np.stack([images[0], resized]))
 
 

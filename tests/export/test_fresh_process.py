@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import tensorflow as tf
-from export_test_utils import CLASS_NAMES, IMAGE_SIZE, keras_probabilities, random_images
+from export_test_utils import CLASS_NAMES, keras_probabilities, pil_resize, random_images
 from PIL import Image
 
 FRESH_PROCESS_SCRIPT = r"""
@@ -39,26 +39,6 @@ for key, files in config["encoded"].items():
     results.update({f"{key}/{name}": as_numpy(value) for name, value in outputs.items()})
 np.savez(config["results"], **results)
 """
-
-
-def _bilinear_half_pixel(images, size):
-    """Reference resize written out by hand: bilinear, half-pixel centres, edge clamping."""
-    images = images.astype(np.float64)
-    out_h, out_w = size
-    in_h, in_w = images.shape[1:3]
-
-    def coordinates(out_size, in_size):
-        source = (np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5
-        source = np.clip(source, 0, None)
-        low = np.minimum(np.floor(source).astype(int), in_size - 1)
-        high = np.minimum(low + 1, in_size - 1)
-        return low, high, source - low
-
-    y0, y1, wy = coordinates(out_h, in_h)
-    x0, x1, wx = coordinates(out_w, in_w)
-    top = images[:, y0][:, :, x0] * (1 - wx)[:, None] + images[:, y0][:, :, x1] * wx[:, None]
-    bottom = images[:, y1][:, :, x0] * (1 - wx)[:, None] + images[:, y1][:, :, x1] * wx[:, None]
-    return top * (1 - wy)[:, None, None] + bottom * wy[:, None, None]
 
 
 def _encode(image, fmt):
@@ -102,9 +82,9 @@ def test_fresh_process_matches_keras(network, exported, tmp_path):
     jpeg_decoded = np.stack([tf.io.decode_jpeg(open(p, "rb").read()).numpy() for p in encoded["jpeg"]])
     expected = {
         "train_size": keras_probabilities(network, train_size),
-        "other_size": keras_probabilities(network, _bilinear_half_pixel(other_size, IMAGE_SIZE)),
+        "other_size": keras_probabilities(network, pil_resize(other_size)),
         "png": keras_probabilities(network, png_images),  # lossless: the original pixels
-        "jpeg": keras_probabilities(network, _bilinear_half_pixel(jpeg_decoded, IMAGE_SIZE)),
+        "jpeg": keras_probabilities(network, pil_resize(jpeg_decoded)),
     }
     for key, probabilities in expected.items():
         served = results[f"{key}/probabilities"]

@@ -13,9 +13,9 @@ from google.protobuf import text_format
 from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-import export.saved_model as saved_model_module
-from export import BYTES_SIGNATURE, SERVING_SIGNATURE, export_saved_model, next_version
-from export import write_models_config
+import daso_tf.serving.saved_model as saved_model_module
+from daso_tf.serving import BYTES_SIGNATURE, SERVING_SIGNATURE, export_saved_model, next_version
+from daso_tf.serving import write_models_config
 
 from export_test_utils import (
     CLASS_NAMES,
@@ -23,6 +23,7 @@ from export_test_utils import (
     MODEL_NAME,
     build_stand_in_network,
     keras_probabilities,
+    pil_resize,
     random_images,
 )
 
@@ -77,12 +78,6 @@ def test_saved_model_cli_lists_both_signatures(exported):
     assert signatures[BYTES_SIGNATURE] == {("input", "image_bytes"): ("DT_STRING", "(-1)"), **outputs}
 
 
-def test_resize_is_the_identity_at_the_training_size():
-    images = random_images(3, seed=5)
-    resized = tf.image.resize(images, IMAGE_SIZE, method="bilinear").numpy()
-    np.testing.assert_array_equal(resized, images.astype(np.float32))
-
-
 def test_serving_default_matches_keras_in_process(network, signatures):
     images = random_images(6, seed=1)
     outputs = signatures[SERVING_SIGNATURE](images=tf.constant(images))
@@ -102,7 +97,7 @@ def test_signatures_reject_wrong_dtype_and_shape(signatures):
         serving(images=tf.zeros((2, *IMAGE_SIZE, 3), tf.float32))
     with pytest.raises(tf.errors.InvalidArgumentError, match="wrong number of channels"):
         serving(images=tf.zeros((2, *IMAGE_SIZE, 1), tf.uint8))
-    with pytest.raises(tf.errors.InvalidArgumentError, match="4-dimensional"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="rank 4"):
         serving(images=tf.zeros((*IMAGE_SIZE, 3), tf.uint8))
     with pytest.raises(tf.errors.InvalidArgumentError, match="string"):
         from_bytes(image_bytes=tf.zeros((2,), tf.uint8))
@@ -230,8 +225,7 @@ def test_outputs_are_float32_under_other_dtype_policies(policy, tmp_path):
     finally:
         keras.config.set_dtype_policy(previous)
     images = random_images(5, height=40, width=24, seed=4)
-    resized = tf.image.resize(images, IMAGE_SIZE).numpy()
-    expected = keras_probabilities(network, resized)
+    expected = keras_probabilities(network, pil_resize(images))
 
     path = export_saved_model(network, tmp_path, model_name=MODEL_NAME, class_names=CLASS_NAMES)
     loaded = tf.saved_model.load(path)

@@ -1,4 +1,4 @@
-"""daso_tf.training.loop: fit segment planning and algorithm argument selection."""
+"""daso_tf.training.loop: fit segment planning, partial evaluation, runtime auto switches."""
 
 import math
 
@@ -6,9 +6,8 @@ import pytest
 
 import types
 
-from daso_tf.config import AlgorithmConfig, ExperimentConfig
-from daso_tf.training.loop import (algorithm_kwargs, plan_segments, resolve_steps_per_execution,
-                                   resolve_switches)
+from daso_tf.config import ExperimentConfig
+from daso_tf.training.loop import plan_segments, resolve_steps_per_execution, resolve_switches
 
 
 @pytest.mark.parametrize("start, total, period, expected", [
@@ -31,19 +30,6 @@ def test_plan_segments(start, total, period, expected):
             ends.append(step)
     assert step == max(start, total)
     assert all(e % period == 0 or e == total for e in ends)
-
-
-def test_algorithm_kwargs_selects_what_the_learner_takes():
-    from daso_tf.algorithms import get_algorithm
-
-    config = AlgorithmConfig(dist_temperature=0.3, warmup_steps=7)
-    daso_kwargs, ignored = algorithm_kwargs(get_algorithm("daso"), config)
-    assert daso_kwargs["dist_temperature"] == 0.3 and daso_kwargs["warmup_steps"] == 7
-    assert daso_kwargs["threshold"] == 0.95 and daso_kwargs["ema_decay"] == 0.999
-    assert "learning_rate" not in daso_kwargs and ignored == []
-    fixmatch_kwargs, ignored = algorithm_kwargs(get_algorithm("fixmatch"), config)
-    assert "dist_temperature" not in fixmatch_kwargs and "threshold" in fixmatch_kwargs
-    assert "dist_temperature" in ignored and "warmup_steps" in ignored
 
 
 def test_partial_evaluation_samples_every_class():

@@ -23,7 +23,7 @@ def test_resume_allows_trainer_and_runtime_changes(tmp_path):
 def test_resume_refuses_guarded_changes_and_names_keys(tmp_path):
     config = apply_overrides(_stored_run(tmp_path), {"data.seed": "3", "algorithm.threshold": "0.9"})
     before = sorted(os.listdir(tmp_path))
-    with pytest.raises(ConfigError, match=r"refusing to resume: algorithm.threshold \(run has 0.95, requested 0.9\), "
+    with pytest.raises(ConfigError, match=r"refusing to resume: algorithm.threshold \(run has unset, requested 0.9\), "
                                           r"data.seed \(run has 0, requested 3\)"):
         check_model_dir(config, str(tmp_path), "train_and_eval")
     assert sorted(os.listdir(tmp_path)) == before
@@ -56,3 +56,41 @@ def test_missing_data_dir(tmp_path):
     config.data.data_dir = str(tmp_path / "empty")
     with pytest.raises(ConfigError, match="has no train/ subdirectory"):
         check_data_source(config.data)
+
+
+def test_unlabeled_settings_must_fit_the_data_source(tmp_path):
+    import experiments
+
+    stl = experiments.get_experiment("stl10_lt_n150_g10")
+    stl.data.num_unlabeled_head = 3000
+    with pytest.raises(ConfigError, match=r"^data\.num_unlabeled_head=3000: stl10 has an extra unlabeled split .*"
+                                          r"expected -1$"):
+        check_data_source(stl.data)
+    cifar = experiments.get_experiment("cifar10_lt_n500")
+    cifar.data.num_unlabeled_head = -1
+    with pytest.raises(ConfigError, match=r"^data\.num_unlabeled_head=-1 asks for the whole extra unlabeled split, "
+                                          "but cifar10 has none"):
+        check_data_source(cifar.data)
+    # A folder source with an unlabeled/ tree is used like STL-10's extra split.
+    for split in ("train/a", "test/a", "unlabeled"):
+        (tmp_path / split).mkdir(parents=True)
+        (tmp_path / split / "0.jpg").write_bytes(b"")  # listed by name, never decoded here
+    folder = apply_overrides(experiments.get_experiment("cifar10_lt_n500"),
+                             {"data.source": "folder", "data.data_dir": str(tmp_path),
+                              "data.num_valid_per_class": "0", "data.num_labeled_head": "1"})
+    with pytest.raises(ConfigError, match=r"data\.num_unlabeled_head=4000: data\.data_dir=.* has an extra"):
+        check_data_source(folder.data)
+    apply_overrides(folder, {"data.num_unlabeled_head": "-1", "data.imbalance_unlabeled": "-1"})
+    check_data_source(folder.data)
+
+
+def test_offline_tfds_is_one_config_error_with_the_folder_alternative(tmp_path):
+    # Tests run offline (tests/conftest.py): the download host does not resolve.
+    config = apply_overrides(ExperimentConfig(), {"data.data_dir": str(tmp_path)})
+    with pytest.raises(ConfigError) as error:
+        check_data_source(config.data)
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(f"data.dataset=cifar10: TFDS dataset 'cifar10' is not prepared in the TFDS data_dir "
+                              f"{tmp_path}")
+    assert "--params_override=data.source=folder,data.data_dir=" in message

@@ -35,3 +35,22 @@ def test_append_same_step_replaces():
     history.append(10, _metrics(1.0), _metrics(1.0))
     history.append(10, _metrics(2.0), _metrics(2.0))
     assert len(history.entries) == 1 and history.median() == 2.0
+
+
+def test_training_windows_and_class_counts_are_recorded_and_cut_on_resume(tmp_path):
+    from daso_tf.training.results import TrainingHistory
+
+    training = TrainingHistory()
+    for step in (2, 4, 6):
+        training.append({"step": step, "start_step": step - 2, "loss": float(step)})
+    write_results(str(tmp_path), config=ExperimentConfig(name="tiny"), history=EvaluationHistory(), step=6,
+                  finished=False, wall_time_s=1.0, training=training, labeled_counts=[5, 2],
+                  unlabeled_counts=None)
+    payload = json.loads((tmp_path / "results.json").read_text())
+    assert payload["labeled_counts"] == [5, 2] and payload["unlabeled_counts"] is None
+    assert [e["loss"] for e in payload["training"]] == [2.0, 4.0, 6.0]
+    resumed = TrainingHistory.load(str(tmp_path), up_to_step=4)  # checkpoint at step 4
+    assert [e["step"] for e in resumed.entries] == [2, 4]
+    resumed.append({"step": 6, "start_step": 4, "loss": 6.5})  # recomputed after the resume
+    assert [e["loss"] for e in resumed.entries] == [2.0, 4.0, 6.5]
+    assert TrainingHistory.load(str(tmp_path / "missing"), up_to_step=4).entries == []

@@ -1,10 +1,13 @@
 """STL-10-LT settings of the DASO paper (FixMatch + DASO, WRN-28-2 at 32x32, 250k steps).
 
-Hyper-parameters: spec/DASO.md sections 4-5: labeled = the 5000-image train split minus
-50 per class for validation, imbalanced with N1 in {150, 450} and gamma_l in {10, 20};
-unlabeled = the whole 100k 'unlabelled' split (labels unknown: num_unlabeled_head=-1,
-imbalance_unlabeled=-1); images augmented at 96 px, then resized to 32; T_dist 0.3.
-Paper numbers: spec/RESULTS.md Table 2 (median-20 top-1, mean over 3 seeds).
+Data (``daso_tf.data.make_long_tailed_data``): labeled = the 5000-image train split minus
+50 per class for validation (450 per class left), imbalanced with N1 in {150, 450} and
+gamma_l in {10, 20}, class k keeping floor(N1 * gamma_l^(-k/9)) images (N1=450, gamma_l=10:
+450, 348, 269, 208, 161, 125, 96, 75, 58, 45); unlabeled = the whole 100k 'unlabelled'
+split (labels unknown: num_unlabeled_head = imbalance_unlabeled = -1, "the whole extra
+split"); test = the 8000-image test split. Images are augmented at 96 px, then resized to
+32 with PIL's bilinear resize (evaluation: resized only). T_dist 0.3 (gamma_l != gamma_u).
+Paper numbers: DASO paper Table 2 (median-20 top-1, mean over 3 seeds).
 
 Runtime (every experiment in this file): 250,000 steps; estimated 7-9 h on one
 A100/H100-class GPU (the 96 px augmentation costs more input pipeline than CIFAR; an
@@ -12,11 +15,11 @@ estimate, not a measured full run).
 """
 
 from daso_tf.config import AlgorithmConfig, DataConfig, ExperimentConfig
-from experiments.registry import register
+from daso_tf.data.long_tailed_data import WHOLE_UNLABELED_SPLIT
+from daso_tf.experiments.registry import register
 
 STL10_VALID_PER_CLASS = 50
 DIST_TEMPERATURE = 0.3
-WHOLE_UNLABELED_SPLIT = -1
 
 
 def stl10_lt(num_labeled_head, imbalance_labeled):

@@ -10,7 +10,7 @@ measured full run).
 """
 
 from daso_tf.config import AlgorithmConfig, DataConfig, ExperimentConfig
-from experiments.registry import register
+from daso_tf.experiments.registry import register
 
 CIFAR100_VALID_PER_CLASS = 50
 DIST_TEMPERATURE = 0.3

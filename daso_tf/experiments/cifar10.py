@@ -4,17 +4,36 @@ Hyper-parameters: spec/DASO.md sections 4-5. T_dist is 1.5 when gamma_l == gamma
 otherwise; 500 validation images per class; N1=500 pairs with M1=4000, N1=1500 with
 M1=3000. Paper numbers: spec/RESULTS.md (median-20 top-1, mean over 3 seeds).
 
-Runtime (every experiment in this file): 250,000 steps of 64 labeled + 2x128 unlabeled
+Runtime (every paper experiment in this file): 250,000 steps of 64 labeled + 2x128 unlabeled
 images; estimated 6-8 h on one A100/H100-class GPU with runtime.mixed_precision=auto
 (an estimate from the per-image cost, not a measured full run); days on a CPU.
+
+Quick experiments for a first run on a 2-core CPU: ``cifar10_lt_n1500_cpu`` and
+``cifar10_lt_n1500_reversed_cpu`` are the N1=1500 settings reduced to WRN-28-1, batch 32
+(+ 2x32 unlabeled), 2,000 steps with the DASO warm-up ending at step 1,000, evaluated every
+250 steps on the whole validation and test sets; the reported figure is the median of the
+last 4 evaluations (steps 1,250-2,000). They read the offline CIFAR-10 JPEG copy
+as an image folder (``data.source=folder``) from ``data/cifar10_jpeg``, relative to the
+directory run.py is started in (another place: ``--params_override=data.data_dir=DIR``);
+the copy is a zip of ``train/<class>/*.jpg`` and ``test/<class>/*.jpg``:
+
+    unzip -q PATH/TO/cifar10_jpeg.zip -d data/cifar10_jpeg
+    python run.py --experiment=cifar10_lt_n1500_cpu
+    python run.py --experiment=cifar10_lt_n1500_cpu --mode=report   # runs/cifar10_lt_n1500_cpu/report/
+
+runtime: TO BE MEASURED, result: TO BE MEASURED
 """
 
+import os
+
 from daso_tf.config import AlgorithmConfig, DataConfig, ExperimentConfig
-from experiments.registry import register
+from daso_tf.experiments.registry import register
 
 CIFAR10_VALID_PER_CLASS = 500
 MATCHED_DIST_TEMPERATURE = 1.5  # gamma_l == gamma_u
 MISMATCHED_DIST_TEMPERATURE = 0.3  # gamma_l != gamma_u
+# Where the quick CPU experiments read the unzipped JPEG copy (relative to the working directory).
+CPU_DATA_DIR = os.path.join("data", "cifar10_jpeg")
 
 
 def cifar10_lt(num_labeled_head, num_unlabeled_head, imbalance_labeled, imbalance_unlabeled,
@@ -91,3 +110,31 @@ def cifar10_lt_n500_reversed():
           description="N1=1500 M1=3000 gamma_l=100, unlabeled reversed (gamma_u=1/100), T_dist=0.3")
 def cifar10_lt_n1500_reversed():
     return cifar10_lt(1500, 3000, 100, 100, reverse_unlabeled=True)
+
+
+def cifar10_lt_cpu(reverse_unlabeled=False):
+    """The N1=1500 M1=3000 gamma=100 setting reduced for a 2-core CPU, on the JPEG image folder."""
+    config = cifar10_lt(1500, 3000, 100, 100, reverse_unlabeled=reverse_unlabeled)
+    config.data.source, config.data.data_dir = "folder", CPU_DATA_DIR
+    config.data.labeled_batch_size = 32
+    config.model.depth, config.model.width = 28, 1
+    config.algorithm.warmup_steps = 1000
+    config.trainer.train_steps, config.trainer.eval_interval, config.trainer.eval_batches = 2000, 250, 0
+    config.trainer.checkpoint_interval = 250
+    config.trainer.median_window = 4
+    return config
+
+
+# python run.py --experiment=cifar10_lt_n1500_cpu          (runtime: TO BE MEASURED, result: TO BE MEASURED)
+@register("cifar10_lt_n1500_cpu", paper_top1=None, paper_source="reduced for a CPU, no paper number",
+          description="cifar10_lt_n1500 on a 2-core CPU: WRN-28-1, B=32, 2k steps, warm-up 1k, median-4; data/cifar10_jpeg")
+def cifar10_lt_n1500_cpu():
+    return cifar10_lt_cpu()
+
+
+# python run.py --experiment=cifar10_lt_n1500_reversed_cpu (runtime: TO BE MEASURED, result: TO BE MEASURED)
+@register("cifar10_lt_n1500_reversed_cpu", paper_top1=None, paper_source="reduced for a CPU, no paper number",
+          description="cifar10_lt_n1500_reversed on a 2-core CPU: WRN-28-1, B=32, 2k steps, warm-up 1k, median-4, T_dist=0.3; "
+                      "data/cifar10_jpeg")
+def cifar10_lt_n1500_reversed_cpu():
+    return cifar10_lt_cpu(reverse_unlabeled=True)

@@ -16,8 +16,8 @@ class ExperimentEntry:
 
     name: str
     factory: object
-    paper_top1: float  # FixMatch + DASO, median-20 top-1 (%), mean over 3 seeds
-    paper_source: str  # where in the paper the number is (spec/RESULTS.md)
+    paper_top1: object  # FixMatch + DASO, median-20 top-1 (%), mean over 3 seeds; None: not a paper setting
+    paper_source: str  # where in the paper the number is (or why there is none)
     description: str
 
 
@@ -63,5 +63,6 @@ def experiment_table():
     lines = ["| experiment | setting | paper top-1 (FixMatch + DASO) |", "|---|---|---|"]
     for name in list_experiments():
         entry = _REGISTRY[name]
-        lines.append(f"| {name} | {entry.description} | {entry.paper_top1:.1f} ({entry.paper_source}) |")
+        paper = "-" if entry.paper_top1 is None else f"{entry.paper_top1:.1f}"
+        lines.append(f"| {name} | {entry.description} | {paper} ({entry.paper_source}) |")
     return "\n".join(lines)

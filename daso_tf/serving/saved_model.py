@@ -6,6 +6,7 @@ Layout written (what TF Serving scans for)::
     <export_dir>/<model_name>/<version>/saved_model.pb
                                        /variables/...
                                        /assets.extra/tf_serving_warmup_requests
+                                       /assets.extra/daso_tf.json  (classes, provenance)
 
 Signatures:
     serving_default       images uint8 [None, None, None, 3] (any H, W)
@@ -13,20 +14,25 @@ Signatures:
   both returning probabilities float32 [None, K], class_ids int64 [None],
   class_names string [None].
 
-Images of any size are resized to the training resolution inside the graph with bilinear
-interpolation and half-pixel centres (no antialiasing); at the training size that resize is
-the identity, so such inputs reach the network unchanged.
+Images of any size are resized to the training resolution inside the graph with
+``daso_tf.data.image_resize.resize_images``, the resize the evaluation pipeline uses (PIL's
+antialiased bilinear resize, exact to the pixel, rounded to uint8): a 96 px STL-10 image is
+served exactly as it was evaluated. At the training size it is the identity, so such inputs
+reach the network unchanged.
 """
 
+import json
 import os
 import pathlib
-import re
 import shutil
 import uuid
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from daso_tf._validation import SERVING_MODEL_NAME
+from daso_tf.data.image_resize import resize_images
 
 SERVING_SIGNATURE = "serving_default"
 BYTES_SIGNATURE = "predict_images_bytes"
@@ -35,9 +41,10 @@ IMAGES_INPUT = "images"
 BYTES_INPUT = "image_bytes"
 OUTPUT_KEYS = ("probabilities", "class_ids", "class_names")
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+# What produced the export (daso_tf version, git commit, TF/Keras) and what it serves.
+METADATA_FILE = os.path.join("assets.extra", "daso_tf.json")
 MODELS_CONFIG_FILE = "models.config"
 
-_MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TEMP_PREFIX = ".tmp-export-"
 _OLD_PREFIX = ".old-export-"
 
@@ -101,6 +108,8 @@ def export_saved_model(
     try:
         _write_saved_model(network, temp_dir, class_names=class_names, image_size=image_size)
         _write_warmup_requests(temp_dir, model_name=model_name, image_size=image_size)
+        _write_metadata(temp_dir, model_name=model_name, version=version, class_names=class_names,
+                        image_size=image_size)
         write_models_config(export_dir, model_name)
         _move_into_place(temp_dir, version_dir, overwrite=overwrite)
     except BaseException:
@@ -164,7 +173,7 @@ def _resolve_network(model_or_network):
 
 
 def _check_model_name(model_name):
-    if not isinstance(model_name, str) or not _MODEL_NAME_PATTERN.match(model_name):
+    if not isinstance(model_name, str) or not SERVING_MODEL_NAME.match(model_name):
         raise ValueError(
             f"model_name must be a non-empty name of letters, digits, '_', '.', '-' (no path "
             f"separators, not starting with '.'); got {model_name!r}."
@@ -212,8 +221,8 @@ def _check_version(version):
 
 
 def _network_input_dtype(network):
-    # The network casts floats itself, but feeding its variable dtype keeps resized
-    # (fractional) pixels exact under float64 and out of float16 under mixed precision.
+    # Pixels are fed in the network's variable dtype (float32 / float64), the dtype its
+    # preprocessing casts them to anyway.
     return tf.as_dtype(network.dtype_policy.variable_dtype)
 
 
@@ -228,7 +237,7 @@ def _build_and_check_classes(network, image_size, num_class_names):
 
 
 def _prediction_outputs(network, pixels, class_names_table):
-    """Float pixels at the training size -> the three serving outputs."""
+    """uint8 pixels at the training size -> the three serving outputs."""
     logits = network(tf.cast(pixels, _network_input_dtype(network)), training=False)
     probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
     class_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
@@ -242,7 +251,7 @@ def _prediction_outputs(network, pixels, class_names_table):
 def _checked_images(images):
     # A loaded signature checks the dtype it is fed but not the shape, and static checks
     # (tf.ensure_shape) pass at trace time: check the channels at run time. A wrong rank
-    # is rejected by the resize op ("input must be 4-dimensional").
+    # is rejected by the resize's einsum ("Expected input 0 to have rank 4").
     channels = tf.shape(images)[-1]
     message = f"{IMAGES_INPUT} must be uint8 [N, H, W, 3] (RGB); wrong number of channels"
     with tf.control_dependencies([tf.debugging.assert_equal(channels, 3, message=message)]):
@@ -256,9 +265,7 @@ def _write_saved_model(network, path, *, class_names, image_size):
     def serve_images(images):
         images = _checked_images(images)
         names = tf.constant(class_names, dtype=tf.string)
-        # tf.image.resize: bilinear, half-pixel centres, float32 out; identity at equal size.
-        pixels = tf.image.resize(images, image_size, method="bilinear")
-        return _prediction_outputs(network, pixels, names)
+        return _prediction_outputs(network, resize_images(images, image_size), names)
 
     def serve_image_bytes(image_bytes):
         names = tf.constant(class_names, dtype=tf.string)
@@ -266,12 +273,12 @@ def _write_saved_model(network, path, *, class_names, image_size):
         def decode_and_resize(encoded):
             image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
             image.set_shape([None, None, 3])
-            return tf.image.resize(image, image_size, method="bilinear")
+            return resize_images(image[None], image_size)[0]
 
         pixels = tf.map_fn(
             decode_and_resize,
             image_bytes,
-            fn_output_signature=tf.TensorSpec((*image_size, 3), tf.float32),
+            fn_output_signature=tf.TensorSpec((*image_size, 3), tf.uint8),
         )
         return _prediction_outputs(network, pixels, names)
 
@@ -288,9 +295,32 @@ def _write_saved_model(network, path, *, class_names, image_size):
     archive.write_out(str(path), verbose=False)
 
 
+def _write_metadata(version_dir, *, model_name, version, class_names, image_size):
+    from daso_tf.provenance import provenance
+
+    metadata = {
+        "model_name": model_name,
+        "version": int(version),
+        "class_names": list(class_names),
+        "image_size": list(image_size),
+        "signatures": {SERVING_SIGNATURE: IMAGES_INPUT, BYTES_SIGNATURE: BYTES_INPUT},
+        "provenance": provenance(),
+    }
+    path = pathlib.Path(version_dir) / METADATA_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metadata, indent=2))  # inside the temporary version dir
+
+
 def _write_warmup_requests(version_dir, *, model_name, image_size):
-    """One PredictionLog per signature, replayed by TF Serving when it loads the version."""
-    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+    """One PredictionLog per signature, replayed by TF Serving when it loads the version.
+
+    Needs tensorflow-serving-api (``pip install daso-tf[serving]``); without it the version is
+    exported without warm-up requests (TF Serving then warms up on the first requests).
+    """
+    try:
+        from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+    except ImportError:
+        return
 
     black = np.zeros((1, *image_size, 3), np.uint8)
     png = tf.io.encode_png(black[0]).numpy()
