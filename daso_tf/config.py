@@ -150,7 +150,7 @@ def learner_option(allowed=None):
 
 @dataclasses.dataclass
 class DataConfig:
-    """Dataset, long-tailed split (spec/DASO.md section 5) and training-batch shape.
+    """Dataset, long-tailed split (docs/data.md section 1) and training-batch shape.
 
     ``num_labeled_head`` is N1 and ``num_unlabeled_head`` M1 (images of the head class);
     ``imbalance_labeled``/``imbalance_unlabeled`` are gamma_l/gamma_u. For STL-10 the

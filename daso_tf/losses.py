@@ -1,4 +1,4 @@
-"""DASO / FixMatch losses (spec/DASO.md sections 1.3, 1.5 and 1.7).
+"""DASO / FixMatch losses (docs/algorithm.md section 1).
 
 Pure functions. Each returns the mean over the batch it is given (``supervised_loss``:
 over B; ``unlabeled_loss``: sum over the batch divided by its size B_u, not by the mask

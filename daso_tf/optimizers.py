@@ -1,6 +1,6 @@
 """The reference optimiser: PyTorch's SGD with Nesterov momentum and coupled L2.
 
-spec/DASO.md step 9: SGD, Nesterov, momentum 0.9, constant learning rate 0.03, weight
+docs/algorithm.md section 1, step 9: SGD, Nesterov, momentum 0.9, constant learning rate 0.03, weight
 decay 5e-4 added to every gradient (all trainable variables, BatchNorm scales/offsets
 and biases included) — not Keras' decoupled ``weight_decay``. The update follows
 ``torch.optim.SGD`` operation for operation so a float64 replay matches the reference:
@@ -135,5 +135,5 @@ class CoupledL2SGD(keras.optimizers.Optimizer):
 
 
 def reference_sgd(learning_rate=0.03, momentum=0.9, nesterov=True, l2=5e-4):
-    """The optimiser of every DASO paper setting (spec/DASO.md section 1, step 9)."""
+    """The optimiser of every DASO paper setting (docs/algorithm.md section 1)."""
     return CoupledL2SGD(learning_rate=learning_rate, momentum=momentum, nesterov=nesterov, l2=l2)

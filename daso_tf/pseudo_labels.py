@@ -1,7 +1,7 @@
 """DASO pseudo-label math: semantic pseudo-labels, distribution-aware blending.
 
-Reference semantics: ytaek-oh/daso ``lib/models/daso_model.py`` (spec/DASO.md
-section 1.5). Pure functions of tensors (NumPy inputs accepted), no gradient through
+Reference semantics: ytaek-oh/daso ``lib/models/daso_model.py`` (docs/algorithm.md
+section 1, step 5). Pure functions of tensors (NumPy inputs accepted), no gradient through
 any output (pseudo-labels are targets). Half-precision inputs are computed in float32;
 float32/float64 inputs keep their dtype.
 """

@@ -2,7 +2,7 @@
 
 Every ``*_queue_*``, ``*_histogram_*`` and ``*_step_*`` file in the golden directory is
 replayed through the public API (new files are picked up automatically). Tolerances
-follow golden/README.md: rtol 1e-4 / atol 1e-5 on prototypes and losses in float32,
+are those the golden files were recorded with: rtol 1e-4 / atol 1e-5 on prototypes and losses in float32,
 exact on labels, masks and counts; the float64 replay is held much tighter.
 """
 

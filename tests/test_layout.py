@@ -1,6 +1,7 @@
 """The checkout's top-level folders re-export the library; the library never imports them."""
 
 import ast
+import re
 import subprocess
 import sys
 
@@ -43,3 +44,16 @@ def test_checkout_client_module_runs():
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "--images" in done.stdout
+
+
+def test_sources_point_readers_inside_the_repository():
+    """Comments and docstrings cite docs/ (in the repository), never spec files outside it."""
+    pattern = re.compile(r"spec/[A-Z_]+\.md|\.\./shared/spec|shared/golden/READM[E]")
+    offenders = []
+    for folder in ("daso_tf", "experiments", "export", "bench", "tests", "docs"):
+        for path in sorted((REPO_ROOT / folder).rglob("*")):
+            if path.suffix in (".py", ".md") and "studies" not in path.parts:
+                offenders += [f"{path.relative_to(REPO_ROOT)}:{number}"
+                              for number, line in enumerate(path.read_text().splitlines(), 1)
+                              if pattern.search(line)]
+    assert offenders == []

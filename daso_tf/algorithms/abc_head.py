@@ -1,7 +1,7 @@
 """ABC, the auxiliary balanced classifier (Lee et al., 2021), as the DASO reference runs it.
 
 Reference: ytaek-oh/daso ``lib/algorithm/fm_abc.py`` and the ABC part of
-``lib/models/daso_model.py`` (spec/DASO.md section 8). A second linear head on the shared
+``lib/models/daso_model.py`` (docs/algorithm.md section 5). A second linear head on the shared
 features is trained with
 
     balance_k    = N_K / N_k                      (N_K: count of the LAST class, the tail)

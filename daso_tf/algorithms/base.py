@@ -1,4 +1,4 @@
-"""SemiSupervisedModel: what every learner shares (spec/DASO.md sections 1 and 3).
+"""SemiSupervisedModel: what every learner shares (docs/algorithm.md sections 1 and 3).
 
 - an online ``ClassifierNetwork`` (backbone + linear head, pixel normalisation inside) and
   its EMA copy, updated after every optimiser step for weights AND BatchNorm moving

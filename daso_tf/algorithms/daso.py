@@ -1,4 +1,4 @@
-"""FixMatch + DASO (Oh, Kim, Kweon, CVPR 2022), spec/DASO.md section 1.
+"""FixMatch + DASO (Oh, Kim, Kweon, CVPR 2022); docs/algorithm.md section 1.
 
 Per step t (0-based):
   1. the EMA network (BatchNorm in training mode) encodes x_l; the features enter the

@@ -1,4 +1,4 @@
-"""DASO's pseudo-label machinery for learners other than FixMatch (spec/DASO.md section 8).
+"""DASO's pseudo-label machinery for learners other than FixMatch (docs/algorithm.md section 5).
 
 MeanTeacher / MixMatch / ReMixMatch + DASO share FixMatch + DASO's state and math: the
 class-wise prototype queue fed with EMA features of the labeled batch, the pseudo-label

@@ -1,4 +1,4 @@
-"""MixMatch + DASO, reference ``lib/algorithm/mixmatch.py`` with APPLY_DASO (spec/DASO.md section 8).
+"""MixMatch + DASO, reference ``lib/algorithm/mixmatch.py`` with APPLY_DASO (docs/algorithm.md section 5).
 
 On top of MixMatch (daso_tf.algorithms.mixmatch):
   - every step the EMA network (BatchNorm in training mode) encodes x_l into the queue;

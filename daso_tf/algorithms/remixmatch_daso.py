@@ -1,4 +1,4 @@
-"""ReMixMatch + DASO, reference ``lib/algorithm/rm_daso.py`` (spec/DASO.md section 8).
+"""ReMixMatch + DASO, reference ``lib/algorithm/rm_daso.py`` (docs/algorithm.md section 5).
 
 On top of ReMixMatch (daso_tf.algorithms.remixmatch):
   - every step the EMA network (BatchNorm in training mode) encodes x_l into the queue;

@@ -8,7 +8,7 @@ stateless Philox random numbers), so the same code runs inside ``tf.data.Dataset
 inside ``tf.function(jit_compile=True)`` on an accelerator.
 
 The RandAugment op pool, magnitudes and Cutout are the FixMatch pool of the reference
-(spec/DASO.md section 6), each op reproducing PIL's integer/float arithmetic:
+(docs/data.md section 3), each op reproducing PIL's integer/float arithmetic:
 
 - LUT ops (AutoContrast, Equalize, Posterize, Solarize) build a per-sample, per-channel
   256-entry lookup table (PIL's ``ImageOps`` formulas) and apply it with one gather;

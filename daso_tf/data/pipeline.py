@@ -88,7 +88,7 @@ def _keras_randaugment():
 
 def make_strong_augment(augmentation="reference"):
     """Returns ``strong(images uint8 [B,H,W,3], seed [2]) -> uint8``: weak flip+crop, the
-    chosen RandAugment, Cutout. "reference" is the FixMatch pool of spec/DASO.md; the Keras
+    chosen RandAugment, Cutout. "reference" is the FixMatch pool of docs/data.md section 3; the Keras
     alternatives exist for comparison only (their randomness is the layers' own, so
     they are not a pure function of the seed)."""
     if augmentation == "reference":

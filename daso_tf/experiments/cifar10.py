@@ -1,8 +1,8 @@
 """CIFAR-10-LT settings of the DASO paper (FixMatch + DASO, WRN-28-2, 250k steps).
 
-Hyper-parameters: spec/DASO.md sections 4-5. T_dist is 1.5 when gamma_l == gamma_u and 0.3
+Hyper-parameters: docs/algorithm.md section 4, split: docs/data.md section 1. T_dist is 1.5 when gamma_l == gamma_u and 0.3
 otherwise; 500 validation images per class; N1=500 pairs with M1=4000, N1=1500 with
-M1=3000. Paper numbers: spec/RESULTS.md (median-20 top-1, mean over 3 seeds).
+M1=3000. Paper numbers: the README's experiment table (median-20 top-1, mean over 3 seeds).
 
 Runtime (every paper experiment in this file): 250,000 steps of 64 labeled + 2x128 unlabeled
 images; estimated 6-8 h on one A100/H100-class GPU with runtime.mixed_precision=auto

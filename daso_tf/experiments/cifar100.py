@@ -1,8 +1,8 @@
 """CIFAR-100-LT settings of the DASO paper (FixMatch + DASO, WRN-28-2, 250k steps).
 
-Hyper-parameters: spec/DASO.md sections 4-5: T_dist 0.3, 50 validation images per class,
+Hyper-parameters (docs/algorithm.md section 4, docs/data.md section 1): T_dist 0.3, 50 validation images per class,
 gamma_l = gamma_u; N1=50 pairs with M1=400, N1=150 with M1=300. Paper numbers:
-spec/RESULTS.md Table 1 (median-20 top-1, mean over 3 seeds).
+the paper's Table 1 (median-20 top-1, mean over 3 seeds).
 
 Runtime (every experiment in this file): 250,000 steps of 64 + 2x128 images; estimated
 6-8 h on one A100/H100-class GPU with runtime.mixed_precision=auto (an estimate, not a

@@ -1,7 +1,7 @@
 """Class-wise FIFO feature queue and its prototypes (DASO's "balanced prototypes").
 
 Reference semantics (ytaek-oh/daso ``lib/models/feature_queue.py`` with
-``bal_queue=True``; spec/DASO.md section 1.1):
+``bal_queue=True``; docs/algorithm.md section 1):
 - every class keeps the most recent ``size`` features pushed for it (the same length
   for every class), in push order;
 - after a push, the prototype of each class present in the batch is the plain mean of
@@ -11,7 +11,7 @@ Reference semantics (ytaek-oh/daso ``lib/models/feature_queue.py`` with
 The state lives in non-trainable variables (checkpointed with the model) created with
 ``aggregation="only_first_replica"``: under ``tf.distribute.MirroredStrategy`` the
 caller all-gathers the global batch first and every replica then computes and assigns
-the same new value (spec/TF_NOTES.md). The update is one vectorised, functional
+the same new value (docs/algorithm.md section 6). The update is one vectorised, functional
 computation (gathers + ``assign``), so it runs inside ``tf.function`` and XLA.
 """
 

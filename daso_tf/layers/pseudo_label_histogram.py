@@ -1,7 +1,7 @@
 """Tumbling-window histogram of the final pseudo-labels (DASO's class distribution m).
 
 Reference semantics (ytaek-oh/daso ``lib/algorithm/daso.py`` and
-``lib/utils/dist_logger.py``; spec/DASO.md sections 1.11 and 2): every training step,
+``lib/utils/dist_logger.py``; docs/algorithm.md section 2): every training step,
 warm-up included, pushes all of its final (blended, unmasked) pseudo-labels; after every
 ``period``-th step the window's per-class counts become the current histogram and the
 window is cleared. The reference skips the close on the very last training step

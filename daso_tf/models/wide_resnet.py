@@ -1,6 +1,6 @@
 """Wide ResNet (WRN-depth-width) exactly as the DASO reference builds it.
 
-Reference semantics (ytaek-oh/daso ``lib/models/wrn.py``; spec/DASO.md):
+Reference semantics (ytaek-oh/daso ``lib/models/wrn.py``):
 - LeakyReLU(0.1); BatchNorm with PyTorch's defaults (momentum 0.1 -> Keras 0.9,
   epsilon 1e-5);
 - 3x3 convolutions padded by 1 pixel on every side: "same" for stride 1, an explicit

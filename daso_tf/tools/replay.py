@@ -2,7 +2,7 @@
 
     python -m daso_tf.tools.replay --trajectory public_trajectory_01.npz --output replay.npz
 
-The trajectory file (see shared/golden/README.md) holds a run of the authors' PyTorch
+The trajectory file (an ``.npz`` recorded with the reference code) holds a run of the authors' PyTorch
 FixMatch+DASO in float64: its hyper-parameters, the initial weights in the reference's
 state-dict naming (``w/*``), and the exact (already augmented) batches of every step.
 This tool reads only those INPUTS, never the recorded results: it builds
@@ -208,7 +208,7 @@ def parse_args(argv):
         prog="python -m daso_tf.tools.replay",
         description="Replay a recorded reference DASO trajectory (float64) and write what daso_tf computes.",
     )
-    parser.add_argument("--trajectory", required=True, help="a *_trajectory_*.npz file (shared/golden/)")
+    parser.add_argument("--trajectory", required=True, help="a recorded reference trajectory (*_trajectory_*.npz)")
     parser.add_argument("--output", required=True, help="where to write the replay's results (.npz)")
     parser.add_argument("--steps", type=int, default=None, help="replay only the first N steps (default: all)")
     parser.add_argument("--quiet", action="store_true", help="no per-step progress lines")

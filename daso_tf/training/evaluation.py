@@ -1,4 +1,4 @@
-"""Evaluation metrics of a long-tailed classifier (spec/DASO.md section 7), in NumPy.
+"""Evaluation metrics of a long-tailed classifier (docs/evaluation.md), in NumPy.
 
 All metrics are computed from the full logits of one evaluation pass, once per
 ``trainer.eval_interval`` steps, on the host: nothing here runs per training step.

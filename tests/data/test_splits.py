@@ -20,7 +20,7 @@ def test_every_golden_split_is_reproduced_exactly(golden_dir):
             assert set(got.tolist()) == set(expected.tolist()), (path.name, name)
 
 
-# spec/DASO.md section 5, "Checked counts".
+# The per-class counts of the reference's split (docs/data.md section 1).
 @pytest.mark.parametrize("head,ratio,classes,expected", [
     (1500, 100, 10, [1500, 899, 539, 323, 193, 116, 69, 41, 25, 15]),
     (3000, 100, 10, [3000, 1798, 1078, 646, 387, 232, 139, 83, 50, 30]),
