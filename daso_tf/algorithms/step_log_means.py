@@ -20,8 +20,10 @@ class StepLogMeans(keras.metrics.Metric):
     def __init__(self, capacity=16, name="step_log_means", **kwargs):
         super().__init__(name=name, **kwargs)
         self.capacity = int(capacity)
-        self.sums = self.add_variable(shape=(self.capacity,), initializer="zeros", dtype="float32", name="sums")
-        self.count = self.add_variable(shape=(), initializer="zeros", dtype="float32", name="count")
+        # float64: a window's means equal the host's float64 means of the per-step float32 logs
+        # (float32 sums would be off by an ulp: mean(loss) != mean(loss_x) + mean(loss_u) + ...).
+        self.sums = self.add_variable(shape=(self.capacity,), initializer="zeros", dtype="float64", name="sums")
+        self.count = self.add_variable(shape=(), initializer="zeros", dtype="float64", name="count")
         self.names = None
 
     def update_state(self, logs):
@@ -34,9 +36,9 @@ class StepLogMeans(keras.metrics.Metric):
             self.names = names
         elif names != self.names:
             raise ValueError(f"The train step's logs changed from {list(self.names)} to {list(names)}.")
-        values = ops.stack([ops.cast(ops.reshape(logs[name], ()), "float32") for name in names])
+        values = ops.stack([ops.cast(ops.reshape(logs[name], ()), "float64") for name in names])
         self.sums.assign_add(ops.pad(values, [[0, self.capacity - len(names)]]))
-        self.count.assign_add(ops.ones((), "float32"))
+        self.count.assign_add(ops.ones((), "float64"))
 
     def result(self):
         """``{name: mean since the last reset}`` (0 before the first step)."""
