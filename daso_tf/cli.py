@@ -49,12 +49,14 @@ def resolve_config(experiment, params_override="", export_dir=None, model_dir=No
 
     For eval/export the stored params.yaml is the base (so the command needs no overrides).
     Every value is checked before anything is created in model_dir: the config's own
-    constraints (no TensorFlow needed), the data, then the learner's keys. An algorithm key
+    constraints (no TensorFlow needed), the data, then the learner's keys and (cRT) its
+    base run. An algorithm key
     the user changed (an override that differs from what the experiment, or the run being
     resumed, has) that the chosen learner does not take is refused.
     """
     from daso_tf import experiments
     from daso_tf.config import apply_overrides, changed_keys, fill_unset, parse_overrides
+    from daso_tf.training.base_run import check_base_run
     from daso_tf.training.learner_arguments import check_learner_keys
     from daso_tf.training.model_dir import check_data_source, check_model_dir, check_stored_run, load_run_config
 
@@ -76,6 +78,7 @@ def resolve_config(experiment, params_override="", export_dir=None, model_dir=No
     check_data_source(config.data)
     check_learner_keys(config, user_keys)  # imports the learners (TensorFlow): after the cheap checks
     if mode not in ("eval", "export"):
+        check_base_run(config, model_dir)  # cRT: a finished base run with this run's split
         check_model_dir(config, model_dir, mode)  # creates model_dir: after every other check
     return config, model_dir
 

@@ -23,7 +23,7 @@ import typing
 import yaml
 
 from daso_tf._validation import SERVING_MODEL_NAME
-from daso_tf.data.long_tailed_data import WHOLE_UNLABELED_SPLIT
+from daso_tf.data.long_tailed_data import SPLIT_PROTOCOLS, WHOLE_UNLABELED_SPLIT
 from daso_tf.provenance import PROVENANCE_KEY, provenance
 
 # Sections whose keys define what is being trained: changing one would silently mix two
@@ -40,6 +40,8 @@ BACKBONES = ("wide_resnet",)
 DISTRIBUTION_STRATEGIES = ("default", "mirrored", "multi_worker_mirrored")
 MIXED_PRECISION_CHOICES = ("none", "auto", "mixed_bfloat16", "mixed_float16")
 DTYPE_POLICIES = ("float32", "float64")
+# The learning-rate schedules a learner's default_optimizer may offer (ACR: constant or cosine).
+LR_SCHEDULES = ("constant", "cosine")
 CHECKPOINT_CHOICES = ("latest", "best")
 # Runtime switches whose best value depends on the machine: resolved when the run starts
 # (daso_tf.training.loop.resolve_switches / resolve_steps_per_execution); params.yaml keeps "auto".
@@ -173,6 +175,9 @@ class DataConfig:
     image_size: int = option(32, COUNT)
     augmentation: str = option("reference", one_of(*AUGMENTATIONS))
     seed: int = option(0, closed_range(0, 2**32 - 1))  # numpy's RandomState range
+    # daso: the DASO reference's seeded split; acr: ACR's (first images of each class in
+    # dataset order, the unlabeled set includes the labeled images, no validation split)
+    split_protocol: str = option("daso", one_of(*SPLIT_PROTOCOLS))
 
 
 @dataclasses.dataclass
@@ -183,6 +188,9 @@ class ModelConfig:
     depth: int = option(28, at_least(4))  # and 6n+4, see validate()
     width: int = option(2, COUNT)
     dtype_policy: str = option("float32", one_of(*DTYPE_POLICIES))
+    # Keras convention (moving = m * moving + (1 - m) * batch): 0.9 = PyTorch's 0.1 (DASO's
+    # WRN); ACR's WRN uses PyTorch's 0.001 = 0.999 here.
+    batch_norm_momentum: float = option(0.9, DECAY)
 
 
 @dataclasses.dataclass
@@ -222,7 +230,28 @@ class AlgorithmConfig:
     lambda_rot: typing.Optional[float] = learner_option(NON_NEGATIVE)
     distribution_alignment: typing.Optional[bool] = learner_option()
     alignment_history: typing.Optional[int] = learner_option(COUNT)
+    # DebiasPL
+    debias_tau: typing.Optional[float] = learner_option(NON_NEGATIVE)
+    qhat_momentum: typing.Optional[float] = learner_option(DECAY)
+    # ACR
+    tau1: typing.Optional[float] = learner_option(NON_NEGATIVE)
+    tau12: typing.Optional[float] = learner_option(NON_NEGATIVE)
+    tau2: typing.Optional[float] = learner_option(NON_NEGATIVE)
+    distribution_momentum: typing.Optional[float] = learner_option(DECAY)
+    adaptation_period: typing.Optional[int] = learner_option(COUNT)
+    estimation_start_step: typing.Optional[int] = learner_option(NON_NEGATIVE)
+    ema_warmup: typing.Optional[bool] = learner_option()
+    ema_copy_batch_norm: typing.Optional[bool] = learner_option()
+    # PseudoLabel: ramp-up over rampup_ratio * trainer.train_steps
+    rampup_ratio: typing.Optional[float] = learner_option(NON_NEGATIVE)
+    # USADTM (threshold: cosine; warmup_steps: before pseudo-labels)
+    lambda_uc: typing.Optional[float] = learner_option(NON_NEGATIVE)
+    # cRT: class-aware labeled sampling; the finished run whose online encoder is re-trained on
+    sampler_beta: typing.Optional[float] = learner_option(PROBABILITY)
+    base_run: typing.Optional[str] = learner_option()
     # the optimiser (the learner's default_optimizer)
+    lr_schedule: typing.Optional[str] = learner_option(one_of(*LR_SCHEDULES))
+    decay_bias_and_norm: typing.Optional[bool] = learner_option()
     learning_rate: typing.Optional[float] = learner_option(POSITIVE)
     momentum: typing.Optional[float] = learner_option(DECAY)
     nesterov: typing.Optional[bool] = learner_option()
@@ -329,6 +358,9 @@ class ExperimentConfig:
         if self.runtime.mixed_precision != "none" and self.model.dtype_policy == "float64":
             raise ConfigError(f"runtime.mixed_precision={self.runtime.mixed_precision} cannot be combined "
                               "with model.dtype_policy=float64")
+        if self.data.split_protocol == "acr" and self.data.num_valid_per_class != 0:
+            raise ConfigError(f"data.num_valid_per_class={self.data.num_valid_per_class}: data.split_protocol=acr "
+                              "has no validation split (expected 0)")
         if self.runtime.augment_on_device is True and self.data.augmentation != "reference":
             raise ConfigError(f"runtime.augment_on_device=true runs the reference augmentation on the device; "
                               f"data.augmentation={self.data.augmentation!r} is host-only")

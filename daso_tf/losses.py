@@ -1,8 +1,8 @@
 """DASO / FixMatch losses (docs/algorithm.md section 1).
 
 Pure functions. Each returns the mean over the batch it is given (``supervised_loss``:
-over B; ``unlabeled_loss``: sum over the batch divided by its size B_u, not by the mask
-count; ``semantic_alignment_loss``: over B_u). Under a distribution strategy each
+over B; ``unlabeled_loss`` / ``masked_cross_entropy``: sum over the batch divided by its
+size B_u, not by the mask count; ``semantic_alignment_loss``: over B_u). Under a distribution strategy each
 replica gets its local batch, so the caller scales the result for the global batch
 (divide by ``num_replicas_in_sync``) before summing gradients across replicas.
 
@@ -56,12 +56,23 @@ def unlabeled_loss(strong_logits, pseudo_label_probs, threshold):
     confidence = tf.reduce_max(probs, axis=-1)
     targets = tf.argmax(probs, axis=-1, output_type=tf.int32)
     passed = confidence >= as_float(threshold, probs.dtype)
-    per_sample = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=strong_logits)
+    loss = masked_cross_entropy(strong_logits, targets, passed)
+    return loss, tf.cast(passed, loss.dtype)
+
+
+def masked_cross_entropy(logits, targets, mask):
+    """The masked mean of hard-label cross-entropies: ``sum_i mask_i * CE(logits_i, targets_i) / B``.
+
+    The denominator is the whole batch B, not the number of kept samples; exactly 0 when
+    nothing is kept. ``mask`` is boolean `[B]`; ``targets`` integer `[B]` (no gradient).
+    """
+    logits = _to_loss_float(logits)
+    targets = tf.stop_gradient(tf.cast(targets, tf.int32))
+    per_sample = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
     # where (not multiply): a masked-out sample with an infinite CE must not give NaN.
-    masked = tf.where(passed, per_sample, tf.zeros_like(per_sample))
+    masked = tf.where(tf.cast(mask, tf.bool), per_sample, tf.zeros_like(per_sample))
     batch_size = tf.cast(tf.shape(per_sample)[0], per_sample.dtype)
-    loss = tf.reduce_sum(masked) / tf.maximum(batch_size, 1)
-    return loss, tf.cast(passed, per_sample.dtype)
+    return tf.reduce_sum(masked) / tf.maximum(batch_size, 1)
 
 
 def semantic_alignment_loss(semantic_targets, strong_features, prototypes, temperature):

@@ -10,8 +10,8 @@ and biases included) — not Keras' decoupled ``weight_decay``. The update follo
     g   = g + momentum * buf          (Nesterov)   |   g = buf   (classic momentum)
     w   = w - lr * g
 
-On one device the update runs once per group of same-shaped variables on stacked tensors
-(``daso_tf.grouped_updates.stacked_map``: bit-identical, a few ops instead of a chain per
+On one device the update runs once per group of same-shaped variables with the same L2
+(decayed or in ``l2_exclude``) on stacked tensors (``daso_tf.grouped_updates.stacked_map``: bit-identical, a few ops instead of a chain per
 variable); under a ``tf.distribute`` strategy Keras' per-variable update (with its gradient
 all-reduce) runs the same formula variable by variable.
 """
@@ -37,9 +37,12 @@ class CoupledL2SGD(keras.optimizers.Optimizer):
         momentum: momentum factor in [0, 1).
         nesterov: use Nesterov momentum.
         l2: coefficient of the L2 term added to every gradient (torch's ``weight_decay``).
+        l2_exclude: variable names that get no L2 term: a variable whose (Keras, leaf) name
+            contains one of them is excluded, e.g. ``("bias", "gamma", "beta")`` leaves
+            biases and BatchNorm scales/offsets undecayed (ACR's parameter groups).
     """
 
-    def __init__(self, learning_rate=0.03, momentum=0.9, nesterov=True, l2=5e-4,
+    def __init__(self, learning_rate=0.03, momentum=0.9, nesterov=True, l2=5e-4, l2_exclude=(),
                  name="coupled_l2_sgd", **kwargs):
         if "weight_decay" in kwargs and kwargs["weight_decay"]:
             raise ValueError(
@@ -60,6 +63,11 @@ class CoupledL2SGD(keras.optimizers.Optimizer):
         self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
         self.l2 = float(l2)
+        self.l2_exclude = tuple(str(pattern) for pattern in l2_exclude)
+
+    def l2_applies_to(self, variable):
+        """Whether ``variable`` gets the L2 term (see ``l2_exclude``)."""
+        return not any(pattern in variable.name for pattern in self.l2_exclude)
 
     def build(self, variables):
         if self.built:
@@ -75,7 +83,8 @@ class CoupledL2SGD(keras.optimizers.Optimizer):
         buffer = self.momentum_buffers[self._get_variable_index(variable)] if self.momentum else None
         step, new_buffer = self._sgd(tf.convert_to_tensor(variable), ops.cast(gradient, dtype),
                                      None if buffer is None else tf.convert_to_tensor(buffer),
-                                     self._learning_rate_as(learning_rate, dtype))
+                                     self._learning_rate_as(learning_rate, dtype),
+                                     decay=self.l2_applies_to(variable))
         if buffer is not None:
             self.assign(buffer, new_buffer)
         self.assign_sub(variable, step)
@@ -85,6 +94,14 @@ class CoupledL2SGD(keras.optimizers.Optimizer):
         # the strategy; with no strategy the variables are plain and the grouped update applies.
         if tf.distribute.has_strategy() or any(isinstance(g, tf.IndexedSlices) for g in grads):
             return super()._backend_update_step(grads, trainable_variables, learning_rate)
+        # Decayed and undecayed variables (l2_exclude) are updated as separate groups.
+        for decay in (True, False):
+            indices = [i for i, v in enumerate(trainable_variables) if self.l2_applies_to(v) == decay]
+            if indices:
+                self._grouped_update([grads[i] for i in indices],
+                                     [trainable_variables[i] for i in indices], learning_rate, decay)
+
+    def _grouped_update(self, grads, trainable_variables, learning_rate, decay):
         variables = [v.value if isinstance(v, keras.Variable) else v for v in trainable_variables]
         columns = [variables, [ops.cast(g, v.dtype) for g, v in zip(grads, variables)]]
         buffers = None
@@ -94,7 +111,7 @@ class CoupledL2SGD(keras.optimizers.Optimizer):
 
         def update(weight, gradient, buffer=None):
             step, new_buffer = self._sgd(weight, gradient, buffer,
-                                         self._learning_rate_as(learning_rate, weight.dtype))
+                                         self._learning_rate_as(learning_rate, weight.dtype), decay)
             return (step,) if new_buffer is None else (step, new_buffer)
 
         steps, *new_buffers = stacked_map(update, *columns)
@@ -108,10 +125,10 @@ class CoupledL2SGD(keras.optimizers.Optimizer):
             return _constant(self._constant_learning_rate, dtype)
         return ops.cast(learning_rate, dtype)
 
-    def _sgd(self, weight, gradient, buffer, learning_rate):
-        """torch.optim.SGD's arithmetic: (lr * g, new momentum buffer or None)."""
+    def _sgd(self, weight, gradient, buffer, learning_rate, decay):
+        """torch.optim.SGD's arithmetic: (lr * g, new momentum buffer or None); L2 if ``decay``."""
         dtype = weight.dtype
-        if self.l2:
+        if self.l2 and decay:
             # g + l2 * w, written g - (-l2) * w (the same IEEE result): with an add here,
             # Grappler's AddOpsRewrite merges it with the momentum add below into one AddN
             # that sums in another order than torch (classic momentum, 1-ulp differences).
@@ -128,12 +145,14 @@ class CoupledL2SGD(keras.optimizers.Optimizer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"momentum": self.momentum, "nesterov": self.nesterov, "l2": self.l2})
+        config.update({"momentum": self.momentum, "nesterov": self.nesterov, "l2": self.l2,
+                       "l2_exclude": list(self.l2_exclude)})
         if self._constant_learning_rate is not None:
             config["learning_rate"] = self._constant_learning_rate  # not its float32 rounding
         return config
 
 
-def reference_sgd(learning_rate=0.03, momentum=0.9, nesterov=True, l2=5e-4):
+def reference_sgd(learning_rate=0.03, momentum=0.9, nesterov=True, l2=5e-4, l2_exclude=()):
     """The optimiser of every DASO paper setting (docs/algorithm.md section 1)."""
-    return CoupledL2SGD(learning_rate=learning_rate, momentum=momentum, nesterov=nesterov, l2=l2)
+    return CoupledL2SGD(learning_rate=learning_rate, momentum=momentum, nesterov=nesterov, l2=l2,
+                        l2_exclude=l2_exclude)

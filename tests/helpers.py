@@ -1,5 +1,6 @@
 """Small builders shared by tests: tiny models and synthetic, learnable batches."""
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -19,6 +20,39 @@ def tiny_daso(num_classes=4, algorithm="daso", sync_bn=False, **kwargs):
     model = daso_tf.get_algorithm(algorithm)(backbone, num_classes, **defaults)
     model.build((None,) + TINY_SHAPE)
     return model
+
+
+def dense_backbone(shape=TINY_SHAPE, feature_dim=8, seed=0):
+    """images -> flatten -> Dense: a backbone without BatchNorm, so that NumPy can recompute
+    a learner's logits exactly (``numpy_logits``)."""
+    images = keras.Input(shape=shape)
+    features = keras.layers.Dense(feature_dim, kernel_initializer=keras.initializers.RandomNormal(
+        stddev=0.05, seed=seed), name="dense")(keras.layers.Flatten()(images))
+    return keras.Model(images, features, name="dense_backbone")
+
+
+def numpy_logits(network, images, head="classifier"):
+    """The logits of ``network`` (a ClassifierNetwork on ``dense_backbone``) in float64 NumPy."""
+    mean, std = (np.asarray(v, "float64") for v in network.normalization)
+    x = (np.asarray(images, "float64") / 255.0 - mean) / std
+    kernel, bias = (np.asarray(w.numpy(), "float64") for w in network.backbone.get_layer("dense").weights)
+    features = x.reshape(len(x), -1) @ kernel + bias
+    head_kernel, head_bias = (np.asarray(w.numpy(), "float64") for w in network.head(head).weights)
+    return features @ head_kernel + head_bias
+
+
+def numpy_softmax(logits):
+    logits = np.asarray(logits, "float64")
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def numpy_cross_entropy(logits, labels):
+    """Per-sample CE(logits_i, labels_i)."""
+    logits = np.asarray(logits, "float64")
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    return -log_probs[np.arange(len(labels)), np.asarray(labels)]
 
 
 def class_images(labels, rng, shape=TINY_SHAPE, num_classes=4):

@@ -7,12 +7,19 @@ reference's formula re-implemented here, pinned by the paper's totals (1911, 583
 11720; gamma=20: 1545, 4741, 12719, 9527 by hand). Test sets: the full splits. Validation:
 500 (CIFAR-10) / 50 (CIFAR-100, STL-10) per class. STL-10's unlabeled set is the whole
 'unlabelled' split, labels unknown (None).
+
+ACR's own protocol (the ``*_acr`` experiments): no validation set, and each class's unlabeled
+images are its first N_k + M_k images, the N_k labeled ones included; for N1=500 / M1=4000 /
+gamma=100 ACR's counts (the last class int(N1 / gamma)) equal the floors below.
 """
 
 C10_N1500_G100 = [1500, 899, 539, 323, 193, 116, 69, 41, 25, 15]
 C10_M3000_G100 = [3000, 1798, 1078, 646, 387, 232, 139, 83, 50, 30]
 C10_N500_G100 = [500, 299, 179, 107, 64, 38, 23, 13, 8, 5]
 C10_M4000_G100 = [4000, 2397, 1437, 861, 516, 309, 185, 111, 66, 40]
+C10_ACR_U_CONSISTENT = [4500, 2696, 1616, 968, 580, 347, 208, 124, 74, 45]  # N_k + M_k, by hand
+C10_ACR_U_UNIFORM = [4500, 4299, 4179, 4107, 4064, 4038, 4023, 4013, 4008, 4005]
+C10_ACR_U_REVERSED = [540, 365, 290, 292, 373, 554, 884, 1450, 2405, 4005]
 
 # experiment: (labeled per class, unlabeled per class or None, valid per class,
 #              test per class, labeled total, unlabeled total or None)
@@ -27,6 +34,9 @@ PAPER_SPLITS = {
     "cifar10_lt_n1500_uniform": (C10_N1500_G100, [3000] * 10, 500, 1000, 3720, 30000),
     "cifar10_lt_n500_reversed": (C10_N500_G100, C10_M4000_G100[::-1], 500, 1000, 1236, 9922),
     "cifar10_lt_n1500_reversed": (C10_N1500_G100, C10_M3000_G100[::-1], 500, 1000, 3720, 7443),
+    "cifar10_lt_n500_acr": (C10_N500_G100, C10_ACR_U_CONSISTENT, 0, 1000, 1236, 11158),
+    "cifar10_lt_n500_uniform_acr": (C10_N500_G100, C10_ACR_U_UNIFORM, 0, 1000, 1236, 41236),
+    "cifar10_lt_n500_reversed_acr": (C10_N500_G100, C10_ACR_U_REVERSED, 0, 1000, 1236, 11158),
     "cifar100_lt_n50": ((50, 10), (400, 10), 50, 100, 1911, 15651),
     "cifar100_lt_n150": ((150, 10), (300, 10), 50, 100, 5835, 11720),
     "cifar100_lt_n50_g20": ((50, 20), (400, 20), 50, 100, 1545, 12719),

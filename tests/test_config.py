@@ -88,6 +88,13 @@ def test_invalid_yaml_file_is_one_clear_error(tmp_path):
     ({"model.depth": "12"}, "6n\\+4"),
     ({"trainer.eval_interval": "0"}, "trainer.eval_interval=0: expected an integer >= 1"),
     ({"data.source": "folder"}, "needs data.data_dir"),
+    ({"data.split_protocol": "acr"}, "data.num_valid_per_class=500: data.split_protocol=acr has no validation split"),
+    ({"data.split_protocol": "random"}, "data.split_protocol='random': expected one of daso, acr"),
+    ({"model.batch_norm_momentum": "1"}, "model.batch_norm_momentum=1.0: expected a number in \\[0, 1\\)"),
+    ({"algorithm.lr_schedule": "step"}, "algorithm.lr_schedule='step': expected one of constant, cosine"),
+    ({"algorithm.qhat_momentum": "1"}, "algorithm.qhat_momentum=1.0: expected a number in \\[0, 1\\)"),
+    ({"algorithm.adaptation_period": "0"}, "algorithm.adaptation_period=0: expected an integer >= 1"),
+    ({"algorithm.tau1": "-1"}, "algorithm.tau1=-1.0: expected a number >= 0"),
 ])
 def test_validate_names_the_bad_key(overrides, message):
     config = apply_overrides(ExperimentConfig(), overrides)
@@ -142,7 +149,7 @@ def test_bad_runtime_switch_values(item, message):
 
 # ----------------------------------------------------------------------------- value constraints
 
-FREE_TEXT_KEYS = {"data.data_dir", "export.export_dir"}  # paths: checked where they are used
+FREE_TEXT_KEYS = {"data.data_dir", "export.export_dir", "algorithm.base_run"}  # paths: checked where they are used
 
 
 def test_every_non_boolean_key_declares_what_it_allows():
@@ -167,6 +174,9 @@ def test_every_non_boolean_key_declares_what_it_allows():
     ("algorithm.lambda_u", ["0", "100"], ["-1"], "expected a number >= 0"),
     ("algorithm.queue_size", ["1"], ["0"], "expected an integer >= 1"),
     ("algorithm.warmup_steps", ["0", "5000"], ["-1"], "expected an integer >= 0"),
+    ("algorithm.sampler_beta", ["0", "0.999", "1"], ["1.5", "-0.1"], "expected a number in [0, 1]"),
+    ("algorithm.rampup_ratio", ["0", "0.4"], ["-0.4"], "expected a number >= 0"),
+    ("algorithm.lambda_uc", ["0", "0.1"], ["-0.1"], "expected a number >= 0"),
     ("data.imbalance_labeled", ["1", "150"], ["0.5", "-1"], "expected a number >= 1"),
     ("data.num_unlabeled_head", ["1"], ["0", "-1"], "or -1 (the whole extra unlabeled split) with data.dataset=stl10"),
     ("data.augmentation", ["reference", "keras_cv", "keras"], ["bogus"], "expected one of reference, keras_cv, keras"),

@@ -91,9 +91,14 @@ class SemiSupervisedModel(keras.Model):
             evaluate / predict / export) uses.
     """
 
-    # What the learner's reference feeds it as unlabeled views, in order (the data
-    # pipeline's standard layout is ("weak", "strong")). See select_unlabeled_views.
+    # What the learner's reference feeds it as unlabeled views, in order ("identity", "weak"
+    # or "strong"; the data pipeline's standard layout is ("weak", "strong")). See
+    # select_unlabeled_views.
     unlabeled_views = ("weak", "strong")
+    # How the run draws labeled batches: None = without replacement, reshuffled every epoch
+    # (the reference's RandomSampler); a number = class-aware sampling with that beta (the
+    # reference's ClassAwareSampler; see daso_tf.data.pipeline.class_aware_weights).
+    sampler_beta = None
 
     # Constructor arguments that are not hyper-parameters: what the data and the program
     # supply, and the heads learners set themselves. Every other constructor argument of a
@@ -357,9 +362,10 @@ class SemiSupervisedModel(keras.Model):
     def unpack_train_batch(self, data):
         """Validate and name the parts of ((x_l, y_l), (u_w, u_s[, u_true])).
 
-        The unlabeled part may hold more image views, ``(view_0, ..., view_n-1[, u_true])``
+        The unlabeled part may hold other image views, ``(view_0, ..., view_n-1[, u_true])``
         (u_true is told apart by its rank 1); ``select_unlabeled_views`` maps them to what
-        the learner uses. ``batch["u_w"]`` / ``batch["u_s"]`` are the first two views.
+        the learner uses, ``batch["u_views"]``. ``batch["u_w"]`` / ``batch["u_s"]`` are the
+        first two of those (``u_s`` is None for a one-view learner).
         """
         structure_error = ValueError(
             "Training batches must be ((x_labeled, y_labeled), (u_weak, u_strong)) or "
@@ -371,25 +377,24 @@ class SemiSupervisedModel(keras.Model):
         labeled, unlabeled = data
         if not isinstance(labeled, (tuple, list)) or len(labeled) != 2:
             raise structure_error
-        if not isinstance(unlabeled, (tuple, list)) or len(unlabeled) < 2:
+        if not isinstance(unlabeled, (tuple, list)) or not unlabeled:
             raise structure_error
         labeled = [tf.convert_to_tensor(t) for t in labeled]
         unlabeled = [tf.convert_to_tensor(t) for t in unlabeled]
-        u_true = unlabeled.pop() if len(unlabeled) >= 3 and len(unlabeled[-1].shape) == 1 else None
+        u_true = unlabeled.pop() if len(unlabeled) >= 2 and len(unlabeled[-1].shape) == 1 else None
         views = self.select_unlabeled_views(unlabeled)
-        batch = {"x_l": labeled[0], "y_l": labeled[1], "u_w": views[0], "u_s": views[1],
-                 "u_views": views, "u_true": u_true}
+        batch = {"x_l": labeled[0], "y_l": labeled[1], "u_w": views[0],
+                 "u_s": views[1] if len(views) > 1 else None, "u_views": views, "u_true": u_true}
         self._check_images("x_l", batch["x_l"])
         for index, view in enumerate(views):
             self._check_images(("u_w", "u_s")[index] if index < 2 else f"unlabeled view {index}", view)
         self._check_labels("y_labeled", batch["y_l"])
         if batch["u_true"] is not None:
             self._check_labels("u_true_labels", batch["u_true"], allow_unknown=True)
-        if batch["u_w"].shape[0] is not None and batch["u_s"].shape[0] is not None \
-                and batch["u_w"].shape[0] != batch["u_s"].shape[0]:
+        sizes = [view.shape[0] for view in views]
+        if None not in sizes and len(set(sizes)) > 1:
             raise ValueError(
-                f"u_weak and u_strong must hold the same images; got batch sizes "
-                f"{batch['u_w'].shape[0]} and {batch['u_s'].shape[0]}.")
+                f"The unlabeled views must hold the same images; got batch sizes {sizes}.")
         return batch
 
     def select_unlabeled_views(self, views):
@@ -422,7 +427,8 @@ class SemiSupervisedModel(keras.Model):
             raise ValueError(f"{name} must be integer class ids; got dtype {labels.dtype.name}.")
         if getattr(self, "jit_compile", False):
             return  # XLA cannot run assertions; the data helpers validate labels up front.
-        lower = -1 if allow_unknown else 0
+        # Unlabeled ground truth: -1 unknown, -2 a labeled image in the unlabeled set (ACR's split).
+        lower = -2 if allow_unknown else 0
         tf.debugging.assert_greater_equal(
             labels, tf.cast(lower, labels.dtype), message=f"{name}: class id below {lower}")
         tf.debugging.assert_less(
@@ -561,22 +567,28 @@ class SemiSupervisedModel(keras.Model):
         Default: one pass over [x_l, u_w, u_s] (BatchNorm statistics over all of them), then
         ``compute_losses``. Learners with another forward (MixUp, teacher) override this.
         """
-        num_labeled = ops.shape(batch["x_l"])[0]
-        num_unlabeled = ops.shape(batch["u_w"])[0]
-        views = [batch["x_l"], batch["u_w"], batch["u_s"]]
-        if len({view.dtype for view in views}) > 1:
-            views = [ops.cast(view, "float32") for view in views]
-        images = ops.concatenate(views, axis=0)
-        features, logits = self.online_network.features_and_logits(images, training=True)
-        parts = {
-            "features_l": features[:num_labeled],
-            "features_w": features[num_labeled:num_labeled + num_unlabeled],
-            "features_s": features[num_labeled + num_unlabeled:],
-            "logits_l": logits[:num_labeled],
-            "logits_w": logits[num_labeled:num_labeled + num_unlabeled],
-            "logits_s": logits[num_labeled + num_unlabeled:],
-        }
+        (features_l, features_w, features_s), (logits_l, logits_w, logits_s) = self.online_forward(
+            [batch["x_l"], batch["u_w"], batch["u_s"]])
+        parts = {"features_l": features_l, "features_w": features_w, "features_s": features_s,
+                 "logits_l": logits_l, "logits_w": logits_w, "logits_s": logits_s}
         return self.compute_losses(batch, parts, step)
+
+    def online_forward(self, groups):
+        """One training-mode pass of the online network over the concatenated image
+        ``groups`` (BatchNorm statistics span all of them, as in the reference's single
+        forward of the concatenation). Returns ``(features, logits)``: lists split back per
+        group."""
+        if len({group.dtype for group in groups}) > 1:
+            groups = [ops.cast(group, "float32") for group in groups]
+        features, logits = self.online_network.features_and_logits(ops.concatenate(groups, axis=0),
+                                                                   training=True)
+        split_features, split_logits, start = [], [], 0
+        for group in groups:
+            end = start + ops.shape(group)[0]
+            split_features.append(features[start:end])
+            split_logits.append(logits[start:end])
+            start = end
+        return split_features, split_logits
 
     def compute_losses(self, batch, parts, step):
         """Return ({"loss": total, "loss_x": ..., ...}, outputs). Implemented by learners."""

@@ -11,6 +11,7 @@ _PUBLIC = {
     "LongTailedData": "daso_tf.data.long_tailed_data",
     "check_unlabeled_settings": "daso_tf.data.long_tailed_data",
     "make_long_tailed_data": "daso_tf.data.long_tailed_data",
+    "class_aware_weights": "daso_tf.data.pipeline",
     "eval_stream": "daso_tf.data.pipeline",
     "make_strong_augment": "daso_tf.data.pipeline",
     "train_stream": "daso_tf.data.pipeline",

@@ -4,7 +4,14 @@ import dataclasses
 
 import numpy as np
 
-from daso_tf.data.splits import long_tailed_split
+from daso_tf.data.splits import acr_class_counts, first_per_class_split, long_tailed_split
+
+SPLIT_PROTOCOLS = ("daso", "acr")
+# Unlabeled "labels" that are not classes: unknown (STL-10's extra split), and, in ACR's
+# split, an unlabeled image that is also a labeled image (ACR's -2; its learner excludes
+# those from its class-distribution estimate).
+UNKNOWN_LABEL = -1
+LABELED_IN_UNLABELED = -2
 
 # ``num_unlabeled_head`` / ``imbalance_unlabeled`` value meaning "the whole extra unlabeled
 # split" (STL-10's 100k 'unlabelled' images, or a folder source's unlabeled/ tree).
@@ -49,7 +56,8 @@ def check_unlabeled_settings(has_extra_unlabeled, *, num_unlabeled_head, imbalan
 @dataclasses.dataclass
 class LongTailedData:
     """Labeled / unlabeled / validation / test arrays (uint8 images, int64 labels; unlabeled
-    labels are -1 where unknown) and per-class counts."""
+    labels are -1 where unknown, -2 for labeled images in the unlabeled set of ACR's split)
+    and per-class counts (``unlabeled_counts`` counts the unlabeled set's true classes)."""
 
     labeled_images: np.ndarray
     labeled_labels: np.ndarray
@@ -86,7 +94,7 @@ class LongTailedData:
 
 def make_long_tailed_data(source_arrays, *, num_valid_per_class, num_labeled_head,
                           num_unlabeled_head, imbalance_labeled, imbalance_unlabeled,
-                          reverse_unlabeled, seed):
+                          reverse_unlabeled, seed, split_protocol="daso"):
     """Splits ``source_arrays`` as the reference does.
 
     Order (each stage a fresh ``RandomState(seed)``, see ``long_tailed_split``): a
@@ -101,13 +109,23 @@ def make_long_tailed_data(source_arrays, *, num_valid_per_class, num_labeled_hea
     = 450 per class, N1=450 gamma_l=10 -> 450, 348, ..., 45); the unlabeled images are the
     whole extra set, labels -1; ``num_unlabeled_head`` and ``imbalance_unlabeled`` must then
     be ``WHOLE_UNLABELED_SPLIT`` (-1) (see ``check_unlabeled_settings``).
+
+    ``split_protocol="acr"`` draws ACR's split instead (``splits.first_per_class_split``:
+    the first images of each class in dataset order, counts from ``acr_class_counts``, the
+    unlabeled set includes the labeled images, marked ``LABELED_IN_UNLABELED``; no
+    validation set, so ``num_valid_per_class`` must be 0; ``seed`` is not used).
     """
     source = source_arrays
     num_classes = source.num_classes
     extra_unlabeled = source.unlabeled_images is not None
+    if split_protocol not in SPLIT_PROTOCOLS:
+        raise ValueError(f"Unknown split_protocol {split_protocol!r}; expected one of {SPLIT_PROTOCOLS}.")
     check_unlabeled_settings(extra_unlabeled, num_unlabeled_head=num_unlabeled_head,
                              imbalance_unlabeled=imbalance_unlabeled,
                              reverse_unlabeled=reverse_unlabeled)
+    if split_protocol == "acr":
+        return _acr_split(source, num_valid_per_class, num_labeled_head, num_unlabeled_head,
+                          imbalance_labeled, imbalance_unlabeled, reverse_unlabeled)
     labeled, unlabeled, valid = long_tailed_split(
         source.train_labels, num_classes=num_classes,
         num_valid=int(num_valid_per_class) * num_classes,
@@ -118,7 +136,7 @@ def make_long_tailed_data(source_arrays, *, num_valid_per_class, num_labeled_hea
         reverse_unlabeled=reverse_unlabeled, seed=seed)
     if extra_unlabeled:
         unlabeled_images = source.unlabeled_images
-        unlabeled_labels = np.full([len(unlabeled_images)], -1, np.int64)
+        unlabeled_labels = np.full([len(unlabeled_images)], UNKNOWN_LABEL, np.int64)
         unlabeled_counts = None
     else:
         unlabeled_images = source.train_images[unlabeled]
@@ -136,3 +154,34 @@ def make_long_tailed_data(source_arrays, *, num_valid_per_class, num_labeled_hea
         class_names=list(source.class_names),
         labeled_counts=counts(source.train_labels[labeled]), unlabeled_counts=unlabeled_counts,
         valid_counts=counts(source.train_labels[valid]))
+
+
+def _acr_split(source, num_valid_per_class, num_labeled_head, num_unlabeled_head, imbalance_labeled,
+               imbalance_unlabeled, reverse_unlabeled):
+    if int(num_valid_per_class) != 0:
+        raise ValueError(f"ACR's split has no validation set; num_valid_per_class must be 0, got "
+                         f"{num_valid_per_class}.")
+    num_classes = source.num_classes
+    labeled_counts = acr_class_counts(num_labeled_head, imbalance_labeled, num_classes)
+    extra_unlabeled = source.unlabeled_images is not None
+    unlabeled_counts = None if extra_unlabeled else acr_class_counts(
+        num_unlabeled_head, imbalance_unlabeled, num_classes, reverse=reverse_unlabeled)
+    labeled, unlabeled, is_labeled = first_per_class_split(source.train_labels, labeled_counts, unlabeled_counts)
+    if extra_unlabeled:
+        unlabeled_images = source.unlabeled_images
+        unlabeled_labels = np.full([len(unlabeled_images)], UNKNOWN_LABEL, np.int64)
+        counts_of_unlabeled = None
+    else:
+        unlabeled_images = source.train_images[unlabeled]
+        true_labels = source.train_labels[unlabeled]
+        counts_of_unlabeled = np.bincount(true_labels, minlength=num_classes).tolist()
+        unlabeled_labels = np.where(is_labeled, LABELED_IN_UNLABELED, true_labels).astype(np.int64)
+    empty = np.zeros([0], np.int64)
+    return LongTailedData(
+        labeled_images=source.train_images[labeled], labeled_labels=source.train_labels[labeled],
+        unlabeled_images=unlabeled_images, unlabeled_labels=unlabeled_labels,
+        valid_images=source.train_images[empty], valid_labels=source.train_labels[empty],
+        test_images=source.test_images, test_labels=source.test_labels,
+        class_names=list(source.class_names),
+        labeled_counts=np.bincount(source.train_labels[labeled], minlength=num_classes).tolist(),
+        unlabeled_counts=counts_of_unlabeled, valid_counts=[0] * num_classes)

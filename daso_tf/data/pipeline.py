@@ -1,19 +1,24 @@
-"""tf.data streams: the infinite training stream (labeled weak views + unlabeled weak and
-strong views) and finite evaluation streams.
+"""tf.data streams: the infinite training stream (labeled weak views + the unlabeled views a
+learner asks for) and finite evaluation streams.
 
 Batch k of the training stream is a pure function of (seed, k): the labeled and unlabeled
-examples are read from per-epoch permutations seeded by (seed, stream, epoch), laid end to
-end, and the augmentation seed of batch k is derived from (seed, k). Starting at
-``start_step=k`` therefore rebuilds exactly the batches an uninterrupted run sees from step
-k on, in O(1) (one permutation is drawn, nothing is replayed).
+examples are read from per-epoch index draws seeded by (seed, stream, epoch) -- permutations
+(sampling without replacement), or for class-aware labeled sampling N draws with replacement
+-- laid end to end, and the augmentation seed of batch k is derived from (seed, k). Starting
+at ``start_step=k`` therefore rebuilds exactly the batches an uninterrupted run sees from
+step k on, in O(1) (one epoch is drawn, nothing is replayed).
 """
 
+import numpy as np
 import tensorflow as tf
 
 from daso_tf.data import augment
 from daso_tf.data.image_resize import resize_images
 
 AUGMENTATIONS = ("reference", "keras_cv", "keras")
+# What an unlabeled view can be: the image itself (only resized; USADTM), the weak
+# flip + crop, or the strong flip + crop + RandAugment + Cutout.
+VIEWS = ("identity", "weak", "strong")
 _ALG = "philox"
 _LABELED, _UNLABELED, _AUGMENT = 1, 2, 3
 _MAX_EPOCHS = 1 << 40
@@ -27,22 +32,35 @@ def _fold(seed, value):
     return tf.random.experimental.stateless_fold_in(seed, tf.cast(value, tf.int64), alg=_ALG)
 
 
-def index_batches(num_examples, batch_size, seed, start_step=0, stream=_LABELED):
+def index_batches(num_examples, batch_size, seed, start_step=0, stream=_LABELED,
+                  example_weights=None):
     """Batches of indices into [0, num_examples): batch k holds positions
-    [k*B, (k+1)*B) of the concatenation of per-epoch permutations perm(seed, stream, e)."""
+    [k*B, (k+1)*B) of the concatenation of per-epoch draws draw(seed, stream, e).
+
+    An epoch's draw is a permutation (every example once), or, with ``example_weights``
+    ([num_examples], positive), ``num_examples`` independent draws with replacement, example i
+    with probability proportional to its weight (the reference's ``ClassAwareSampler``: a
+    multinomial draw per epoch; its extra shuffle of iid draws changes nothing)."""
     if num_examples < 1:
         raise ValueError("Cannot draw batches from an empty set of examples.")
     stream_seed = _fold(_base_seed(seed), stream)
+    if example_weights is not None:
+        log_weights = tf.math.log(tf.constant(example_weights, tf.float64))[tf.newaxis]
+        if log_weights.shape[1] != num_examples:
+            raise ValueError(f"example_weights must hold {num_examples} weights; got {log_weights.shape[1]}.")
 
-    def permutation(epoch):
+    def epoch_draw(epoch):
+        if example_weights is not None:
+            return tf.random.stateless_categorical(
+                log_weights, num_examples, _fold(stream_seed, epoch), dtype=tf.int64)[0]
         return tf.random.experimental.stateless_shuffle(
             tf.range(num_examples, dtype=tf.int64), _fold(stream_seed, epoch), alg=_ALG)
 
     start = int(start_step) * int(batch_size)
     first_epoch, offset = divmod(start, int(num_examples))
     first = tf.data.Dataset.from_tensors(tf.constant(first_epoch, tf.int64)).map(
-        lambda epoch: permutation(epoch)[offset:])
-    rest = tf.data.Dataset.range(first_epoch + 1, _MAX_EPOCHS).map(permutation)
+        lambda epoch: epoch_draw(epoch)[offset:])
+    rest = tf.data.Dataset.range(first_epoch + 1, _MAX_EPOCHS).map(epoch_draw)
     return first.concatenate(rest).unbatch().batch(batch_size, drop_remainder=True)
 
 
@@ -59,17 +77,40 @@ def augmentation_keys(seed, step, num_unlabeled_views=2):
 def augment_batch(x_l, u, keys, unlabeled_views=("weak", "strong"), strong=augment.strong_augment,
                   output_size=None):
     """Augments one batch of raw uint8 images with ``augmentation_keys``: the weak labeled view
-    and the unlabeled ``unlabeled_views`` (each resized to ``output_size`` if given).
-    Returns ``(x_l, (view_0, ...))``."""
+    and the unlabeled ``unlabeled_views`` (``VIEWS``; each resized to ``output_size`` if
+    given). Returns ``(x_l, (view_0, ...))``."""
     keys = tf.unstack(keys)
 
     def finish(images):
         return images if output_size is None else resize_images(images, output_size)
 
+    def view_of(view, key):
+        if view == "identity":
+            return u
+        return augment.weak_augment(u, key) if view == "weak" else strong(u, key)
+
     x_l = finish(augment.weak_augment(x_l, keys[0]))
-    views = tuple(finish(augment.weak_augment(u, key) if view == "weak" else strong(u, key))
-                  for view, key in zip(unlabeled_views, keys[1:]))
+    views = tuple(finish(view_of(view, key)) for view, key in zip(unlabeled_views, keys[1:]))
     return x_l, views
+
+
+def class_aware_weights(class_counts, beta):
+    """Per-class sampling weights of the reference's ``ClassAwareSampler``.
+
+    ``(1 - beta) / (1 - beta ** n_c)`` (the inverse "effective number" of class c's n_c
+    images) for ``beta < 1``, ``1 / n_c`` for ``beta >= 1``. A sample of class c is drawn with
+    probability proportional to its class's weight, so class c's share of the draws is
+    proportional to ``n_c * weight_c``: exactly balanced for beta = 1, head-leaning below
+    (beta = 0.999 on CIFAR-10-LT, N1 = 1500: about 1.9 : 1 head to tail).
+    """
+    counts = np.asarray(class_counts, dtype="float64")
+    if counts.ndim != 1 or counts.size == 0 or np.any(counts < 1):
+        raise ValueError(f"class_counts must be positive counts; got {list(class_counts)}.")
+    if not 0.0 <= float(beta) <= 1.0:
+        raise ValueError(f"beta must be in [0, 1]; got {beta}.")
+    if beta >= 1.0:
+        return 1.0 / counts
+    return (1.0 - beta) / (1.0 - np.power(beta, counts))
 
 
 def _keras_cv_randaugment():
@@ -123,19 +164,26 @@ def make_strong_augment(augmentation="reference"):
 def train_stream(lt_data, *, labeled_batch_size, unlabeled_ratio, seed,
                  augmentation="reference", augment_size=None, output_size=32, start_step=0,
                  with_unlabeled_labels=False, unlabeled_views=("weak", "strong"),
-                 augment_on_device=False):
+                 augment_on_device=False, class_aware_beta=None):
     """The infinite training stream ``((x_l, y_l), (u_w, u_s[, u_true]))``.
 
-    ``unlabeled_views`` names the views of each unlabeled image, in order ("weak" or
-    "strong"; a learner's ``unlabeled_views`` attribute, e.g. ("weak", "weak") for
-    MeanTeacher / MixMatch, ("weak", "strong", "strong") for ReMixMatch); every view draws
-    its own augmentation.
+    ``unlabeled_views`` names the views of each unlabeled image, in order ("identity",
+    "weak" or "strong", ``VIEWS``; a learner's ``unlabeled_views`` attribute, e.g.
+    ("weak", "weak") for MeanTeacher / MixMatch, ("weak", "strong", "strong") for
+    ReMixMatch, ("weak",) for PseudoLabel, ("identity", "weak", "strong") for USADTM); every
+    augmented view draws its own augmentation, "identity" is the image only resized.
+
+    Labeled batches are drawn without replacement, reshuffled every epoch (the reference's
+    ``RandomSampler``), or, with ``class_aware_beta`` set, class-aware: with replacement,
+    each image with probability proportional to ``class_aware_weights(labeled counts,
+    class_aware_beta)`` of its class (the reference's ``ClassAwareSampler``; cRT).
 
     x_l: weakly augmented labeled images uint8 [B, S, S, 3], y_l int32 [B];
     u_w / u_s: weak / strong views of the same mu*B unlabeled images; u_true int32 (-1 where
-    unknown). Images are augmented at ``augment_size`` (default: their stored size; STL-10
-    96 px) and then resized to ``output_size`` (``image_resize.resize_images``: PIL's
-    antialiased bilinear resize, the one the evaluation stream and serving use).
+    unknown, -2 for labeled images in the unlabeled set of ACR's split). Images are
+    augmented at ``augment_size`` (default: their stored size; STL-10 96 px) and then resized
+    to ``output_size`` (``image_resize.resize_images``: PIL's antialiased bilinear resize,
+    the one the evaluation stream and serving use).
 
     ``augment_on_device=True``: the stream yields the raw images instead,
     ``((x_l, y_l), (u[, u_true]))`` uint8 (resized to ``augment_size`` if set), for a model
@@ -148,8 +196,8 @@ def train_stream(lt_data, *, labeled_batch_size, unlabeled_ratio, seed,
     if start_step < 0:
         raise ValueError(f"start_step must be >= 0, got {start_step}.")
     views = tuple(unlabeled_views)
-    if not views or any(view not in ("weak", "strong") for view in views):
-        raise ValueError(f"unlabeled_views must be a non-empty sequence of 'weak'/'strong'; "
+    if not views or any(view not in VIEWS for view in views):
+        raise ValueError(f"unlabeled_views must be a non-empty sequence of {'/'.join(VIEWS)}; "
                          f"got {unlabeled_views!r}.")
     strong = make_strong_augment(augmentation)
     unlabeled_batch_size = int(unlabeled_ratio * labeled_batch_size)
@@ -177,8 +225,16 @@ def train_stream(lt_data, *, labeled_batch_size, unlabeled_ratio, seed,
         return (x_l, y_l), u_views
 
     steps = tf.data.Dataset.range(int(start_step), _MAX_EPOCHS)
+    example_weights = None
+    if class_aware_beta is not None:
+        labels = np.asarray(lt_data.labeled_labels)
+        counts = np.bincount(labels)
+        present = counts > 0  # weights of absent classes are never used
+        weights = np.zeros(len(counts))
+        weights[present] = class_aware_weights(counts[present], class_aware_beta)
+        example_weights = weights[labels]
     labeled = index_batches(len(lt_data.labeled_labels), labeled_batch_size, seed, start_step,
-                            _LABELED)
+                            _LABELED, example_weights=example_weights)
     unlabeled = index_batches(len(lt_data.unlabeled_labels), unlabeled_batch_size, seed,
                               start_step, _UNLABELED)
     dataset = tf.data.Dataset.zip((steps, labeled, unlabeled))

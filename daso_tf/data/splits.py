@@ -147,3 +147,48 @@ def long_tailed_split(labels, *, num_classes, num_valid, num_labeled_head, num_u
     if unlabeled is None:
         unlabeled = np.zeros([0], np.int64)
     return labeled, unlabeled, valid
+
+
+# ----------------------------------------------------------------------------- ACR's protocol
+
+
+def acr_class_counts(head, imbalance, num_classes, reverse=False):
+    """Per-class counts as ACR draws them (Gank0078/ACR ``make_imb_data``).
+
+    ``int(head * mu**k)`` with ``mu = (1/imbalance)**(1/(K-1))`` for k < K-1, and the last
+    class forced to ``int(head / imbalance)``; ``reverse`` reverses the list (class 0 then
+    gets the forced tail count). Can differ by one image from ``class_counts``'s floors.
+    """
+    _check_imbalance(imbalance, "imbalance")
+    if num_classes < 2:
+        raise ValueError(f"`num_classes` must be >= 2, got {num_classes!r}.")
+    mu = np.power(1.0 / imbalance, 1.0 / (num_classes - 1))
+    counts = [int(head * np.power(mu, k)) for k in range(num_classes - 1)] + [int(head / imbalance)]
+    return counts[::-1] if reverse else counts
+
+
+def first_per_class_split(labels, labeled_counts, unlabeled_counts=None):
+    """ACR's split (``train_split``): per class, in class order, the FIRST images of the class
+    in dataset order (no shuffle, no validation set).
+
+    Class k's labeled images are its first ``labeled_counts[k]``; its unlabeled images are its
+    first ``labeled_counts[k] + unlabeled_counts[k]``, i.e. the unlabeled set INCLUDES the
+    labeled images. Returns ``(labeled_indices, unlabeled_indices, unlabeled_is_labeled)``:
+    index arrays into ``labels`` and a bool array marking the unlabeled entries that are
+    labeled images too (None, None when ``unlabeled_counts`` is None).
+    """
+    labels = _as_int_array(labels, "labels")
+    labeled, unlabeled, is_labeled = [], [], []
+    for k, count in enumerate(labeled_counts):
+        positions = np.where(labels == k)[0]
+        wanted = count + (0 if unlabeled_counts is None else unlabeled_counts[k])
+        if len(positions) < wanted:
+            raise ValueError(f"class {k} needs {wanted} images for ACR's split but has only {len(positions)}.")
+        labeled.extend(positions[:count])
+        if unlabeled_counts is not None:
+            unlabeled.extend(positions[:wanted])
+            is_labeled.extend([True] * count + [False] * unlabeled_counts[k])
+    labeled = np.asarray(labeled, np.int64)
+    if unlabeled_counts is None:
+        return labeled, None, None
+    return labeled, np.asarray(unlabeled, np.int64), np.asarray(is_labeled, bool)

@@ -16,8 +16,8 @@ class ExperimentEntry:
 
     name: str
     factory: object
-    paper_top1: object  # FixMatch + DASO, median-20 top-1 (%), mean over 3 seeds; None: not a paper setting
-    paper_source: str  # where in the paper the number is (or why there is none)
+    paper_top1: object  # the experiment's learner as published (FixMatch + DASO: median-20 top-1 (%), mean of 3 seeds); None: not a paper setting
+    paper_source: str  # which paper and where in it the number is (or why there is none)
     description: str
 
 
@@ -60,7 +60,7 @@ def list_experiments():
 
 def experiment_table():
     """Markdown table of the registered experiments (``run.py --list_experiments``)."""
-    lines = ["| experiment | setting | paper top-1 (FixMatch + DASO) |", "|---|---|---|"]
+    lines = ["| experiment | setting | paper top-1 (the experiment's learner) |", "|---|---|---|"]
     for name in list_experiments():
         entry = _REGISTRY[name]
         paper = "-" if entry.paper_top1 is None else f"{entry.paper_top1:.1f}"

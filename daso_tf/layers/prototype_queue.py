@@ -1,9 +1,10 @@
 """Class-wise FIFO feature queue and its prototypes (DASO's "balanced prototypes").
 
-Reference semantics (ytaek-oh/daso ``lib/models/feature_queue.py`` with
-``bal_queue=True``; docs/algorithm.md section 1):
+Reference semantics (ytaek-oh/daso ``lib/models/feature_queue.py``; DASO's
+``bal_queue=True``, docs/algorithm.md section 1, and USADTM's per-class sizes):
 - every class keeps the most recent ``size`` features pushed for it (the same length
-  for every class), in push order;
+  for every class, DASO), or ``size[k]`` for class k (USADTM's banks of 5 N_k), in push
+  order;
 - after a push, the prototype of each class present in the batch is the plain mean of
   its queue; classes absent from the batch keep their prototype; a class never seen
   has a zero prototype (cosine similarity 0 to everything).
@@ -27,15 +28,16 @@ class PrototypeQueue(keras.layers.Layer):
     Args:
         num_classes: number of classes K.
         feature_dim: feature width D.
-        size: queue length L per class (the reference's ``QUEUE.MAX_SIZE``, 256).
+        size: queue length L per class (the reference's ``QUEUE.MAX_SIZE``, 256), or a
+            sequence of K lengths, one per class.
         **kwargs: standard `keras.layers.Layer` arguments (``name``, ``dtype``). The
             state is stored in the layer's variable dtype: float32 under the float32
             and mixed-precision policies, float64 under a float64 policy.
 
     State (non-trainable variables):
-        ``queue_features`` [K, L, D]: class k's queue in slots ``0..count_k-1``,
-            oldest first; unused slots are zero.
-        ``queue_counts`` [K] int64: number of features held, ``min(pushed, L)``.
+        ``queue_features`` [K, L, D] (L: the largest size): class k's queue in slots
+            ``0..count_k-1``, oldest first; unused slots are zero.
+        ``queue_counts`` [K] int64: number of features held, ``min(pushed, size_k)``.
         ``prototype_vectors`` [K, D]: the current prototypes.
 
     Example:
@@ -48,7 +50,16 @@ class PrototypeQueue(keras.layers.Layer):
         super().__init__(**kwargs)
         self.num_classes = positive_int(num_classes, "num_classes", "PrototypeQueue")
         self.feature_dim = positive_int(feature_dim, "feature_dim", "PrototypeQueue")
-        self.size = positive_int(size, "size", "PrototypeQueue")
+        if isinstance(size, (list, tuple)):
+            if len(size) != self.num_classes:
+                raise ValueError(f"PrototypeQueue: `size` must be one length or {self.num_classes} "
+                                 f"(one per class); got {len(size)}.")
+            self.size = [positive_int(s, "size", "PrototypeQueue") for s in size]
+        else:
+            self.size = positive_int(size, "size", "PrototypeQueue")
+        sizes = self.size if isinstance(self.size, list) else [self.size] * self.num_classes
+        self.class_sizes = tuple(sizes)
+        self.max_size = max(sizes)
         self.build()
 
     def build(self, input_shape=None):
@@ -56,7 +67,7 @@ class PrototypeQueue(keras.layers.Layer):
         # it is read inside a mixed-precision layer's call.
         state = dict(trainable=False, autocast=False, aggregation="only_first_replica")
         self.queue_features = self.add_weight(
-            shape=(self.num_classes, self.size, self.feature_dim),
+            shape=(self.num_classes, self.max_size, self.feature_dim),
             initializer="zeros", dtype=self.variable_dtype, name="queue_features", **state,
         )
         self.queue_counts = self.add_weight(
@@ -86,14 +97,15 @@ class PrototypeQueue(keras.layers.Layer):
                 variable dtype). Under a distribution strategy pass the all-gathered
                 global batch, in global batch order.
             labels: `[B]` integer labels. Samples of one class enter its queue in batch
-                order; a class with more than ``size`` samples in the batch keeps its
-                last ``size``. Labels outside ``[0, num_classes)`` (e.g. -1 padding)
+                order; a class with more than ``size_k`` samples in the batch keeps its
+                last ``size_k``. Labels outside ``[0, num_classes)`` (e.g. -1 padding)
                 are ignored.
 
         Returns:
             The new prototypes, `[num_classes, feature_dim]`.
         """
-        num_classes, size = self.num_classes, self.size
+        num_classes, size = self.num_classes, self.max_size
+        capacity = tf.constant(self.class_sizes, tf.int32)  # [K]
         dtype = self.variable_dtype
         features = tf.cast(tf.convert_to_tensor(features), dtype)
         labels = tf.cast(tf.reshape(tf.convert_to_tensor(labels), [-1]), tf.int32)
@@ -110,7 +122,7 @@ class PrototypeQueue(keras.layers.Layer):
 
         old_counts = tf.cast(self.queue_counts.value, tf.int32)  # [K]
         total = old_counts + new_per_class
-        new_counts = tf.minimum(total, size)
+        new_counts = tf.minimum(total, capacity)
         # Slot j of class k's new queue holds element (total_k - new_counts_k + j) of the
         # sequence "old queue, then this batch's class-k samples".
         slots = tf.range(size)[tf.newaxis, :]  # [1, L]

@@ -129,9 +129,9 @@ class ReferenceLeakyReLU(keras.layers.LeakyReLU):
         return ops.where(inputs > 0, inputs, inputs * slope)
 
 
-def _batch_norm(name, synchronized=False):
+def _batch_norm(name, synchronized=False, momentum=BN_MOMENTUM):
     return ReferenceBatchNormalization(
-        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=synchronized, name=name)
+        momentum=momentum, epsilon=BN_EPSILON, synchronized=synchronized, name=name)
 
 
 def _leaky_relu(name):
@@ -154,17 +154,17 @@ def _conv3x3(x, filters, stride, name):
     )(x)
 
 
-def _residual_block(x, filters, stride, activate_before_residual, name, sync_bn):
+def _residual_block(x, filters, stride, activate_before_residual, name, sync_bn, bn_momentum):
     in_filters = x.shape[-1]
     if activate_before_residual:
-        x = _batch_norm(f"{name}_pre_act_bn", sync_bn)(x)
+        x = _batch_norm(f"{name}_pre_act_bn", sync_bn, bn_momentum)(x)
         x = _leaky_relu(f"{name}_pre_act_relu")(x)
         residual = x
     else:
-        residual = _batch_norm(f"{name}_bn1", sync_bn)(x)
+        residual = _batch_norm(f"{name}_bn1", sync_bn, bn_momentum)(x)
         residual = _leaky_relu(f"{name}_relu1")(residual)
     residual = _conv3x3(residual, filters, stride, f"{name}_conv1")
-    residual = _batch_norm(f"{name}_bn2", sync_bn)(residual)
+    residual = _batch_norm(f"{name}_bn2", sync_bn, bn_momentum)(residual)
     residual = _leaky_relu(f"{name}_relu2")(residual)
     residual = _conv3x3(residual, filters, 1, f"{name}_conv2")
     if stride >= 2 or in_filters != filters:
@@ -189,10 +189,14 @@ class WideResNet(keras.Model):
             multi-replica strategy, so that N replicas train like one device on the
             concatenated batch (the reference's statistics span all 320 images of a step).
             Leave False on one device: its moments are computed more accurately.
+        batch_norm_momentum: Keras momentum of every BatchNorm's moving statistics (0.9,
+            PyTorch's default 0.1; ACR's WRN uses PyTorch's 0.001, i.e. 0.999).
     """
 
     def __init__(self, depth=28, width=2, input_shape=(None, None, 3),
-                 synchronized_batch_norm=False, **kwargs):
+                 synchronized_batch_norm=False, batch_norm_momentum=BN_MOMENTUM, **kwargs):
+        if not 0.0 <= float(batch_norm_momentum) < 1.0:
+            raise ValueError(f"batch_norm_momentum must be in [0, 1); got {batch_norm_momentum}.")
         if (depth - 4) % 6 != 0 or depth < 10:
             raise ValueError(f"WideResNet depth must be 6n+4 with n >= 1 (10, 16, 22, 28, ...); got {depth}.")
         if width < 1:
@@ -212,8 +216,9 @@ class WideResNet(keras.Model):
                     activate_before_residual=(first and stage == 0),
                     name=f"unit{stage + 1}_{block}",
                     sync_bn=synchronized_batch_norm,
+                    bn_momentum=float(batch_norm_momentum),
                 )
-        x = _batch_norm("final_bn", synchronized_batch_norm)(x)
+        x = _batch_norm("final_bn", synchronized_batch_norm, float(batch_norm_momentum))(x)
         x = _leaky_relu("final_relu")(x)
         features = keras.layers.GlobalAveragePooling2D(name="pool")(x)
         kwargs.setdefault("name", f"wrn_{depth}_{width}")
@@ -224,9 +229,11 @@ class WideResNet(keras.Model):
         self.image_input_shape = tuple(input_shape)
         self.feature_dim = filters[3]
         self.synchronized_batch_norm = bool(synchronized_batch_norm)
+        self.batch_norm_momentum = float(batch_norm_momentum)
 
     def get_config(self):
         return {
+            "batch_norm_momentum": self.batch_norm_momentum,
             "depth": self.depth,
             "width": self.width,
             "input_shape": self.image_input_shape,

@@ -21,7 +21,7 @@ every figure (one file to send around); the figures are also written beside it:
   pseudo-labels (same last window) against the true unlabeled class distribution;
 - ``mask_rate.png``: the fraction of unlabeled samples passing the mask over training, with
   the end of DASO's warm-up marked;
-- ``losses.png``: loss_x, loss_u, loss_align over training;
+- ``losses.png``: loss_x, loss_u, loss_align (and USADTM's loss_uc) over training;
 
 and a table of each run's setting, hyper-parameters, code versions (when recorded), median-20
 test top-1, head/medium/tail accuracy, wall time and progress. Pseudo-label precision/recall
@@ -47,7 +47,7 @@ REPORT_FILE = "report.html"
 FINAL_FRACTION = 0.1
 GROUPS = ("head", "medium", "tail")
 GROUP_STYLES = {"head": "-", "medium": "--", "tail": ":"}
-LOSSES = ("loss_x", "loss_u", "loss_align")
+LOSSES = ("loss_x", "loss_u", "loss_align", "loss_uc")
 
 
 class ReportError(ValueError):
@@ -152,7 +152,7 @@ def load_run(directory):
 
 
 # TensorBoard tags of the logged training windows -> training entry keys.
-_LOGGED = {f"train/{key}": key for key in ("loss", "loss_x", "loss_u", "loss_align", "mask", "learning_rate")}
+_LOGGED = {f"train/{key}": key for key in ("loss", "loss_x", "loss_u", "loss_align", "loss_uc", "mask", "learning_rate")}
 
 
 def training_from_tensorboard(directory):

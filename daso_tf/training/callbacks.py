@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-TRAIN_SCALARS = ("loss", "loss_x", "loss_u", "loss_align", "mask")
+TRAIN_SCALARS = ("loss", "loss_x", "loss_u", "loss_align", "loss_uc", "mask", "loss_xb", "loss_ub", "tau1")
 
 
 class StepClock(keras.callbacks.Callback):

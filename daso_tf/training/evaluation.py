@@ -80,3 +80,9 @@ def running_median(values, window=20):
     """Median of the last ``window`` values (the paper's "median-20"); None when empty."""
     values = list(values)[-window:]
     return float(np.median(values)) if values else None
+
+
+def running_mean(values, window=20):
+    """Mean of the last ``window`` values (what ACR reports); None when empty."""
+    values = list(values)[-window:]
+    return float(np.mean(values)) if values else None

@@ -27,6 +27,7 @@ import tensorflow as tf
 from daso_tf.config import AUTO, write_params
 from daso_tf.provenance import provenance
 from daso_tf.training import callbacks as callbacks_lib
+from daso_tf.training.base_run import final_checkpoint
 from daso_tf.training.checkpoints import CheckpointManager
 from daso_tf.training.distribute import (check_divisible, in_multi_worker_mode, input_pipeline_for_replicas,
                                          is_chief, make_strategy, synchronize_batch_norm, task_info,
@@ -125,6 +126,7 @@ def load_data(data_config):
         imbalance_unlabeled=data_config.imbalance_unlabeled,
         reverse_unlabeled=data_config.reverse_unlabeled,
         seed=data_config.seed,
+        split_protocol=data_config.split_protocol,
     )
 
 
@@ -145,7 +147,8 @@ def build_model(config, lt_data, strategy):
     steps_per_execution = 1 if config.runtime.steps_per_execution == AUTO else config.runtime.steps_per_execution
     keras.utils.set_random_seed(config.data.seed)  # initial weights are part of the run's seed
     with strategy.scope():
-        backbone = WideResNet(config.model.depth, config.model.width, input_shape=(size, size, 3))
+        backbone = WideResNet(config.model.depth, config.model.width, input_shape=(size, size, 3),
+                              batch_norm_momentum=config.model.batch_norm_momentum)
         model = arguments.algorithm_class(
             backbone,
             len(lt_data.class_names),
@@ -343,6 +346,12 @@ class TrainingRun:
         config, trainer = self.config, self.config.trainer
         self.t0 = time.perf_counter()
         restored = self.checkpoints.restore_latest()
+        base_run = getattr(self.model, "base_run", None)
+        if restored is None and base_run is not None:
+            # A fresh cRT run: the encoder of the base run's final checkpoint (checked by run.py).
+            base_checkpoint = final_checkpoint(base_run)
+            self.model.load_encoder(base_checkpoint)
+            self.log(f"encoder loaded from {base_checkpoint}")
         start_step = int(self.model.step.numpy())
         if restored is not None and restored != start_step:
             raise RuntimeError(f"checkpoint {restored} holds step {start_step}; the checkpoint directory is inconsistent")
@@ -415,10 +424,12 @@ class TrainingRun:
             start_step=start_step,
             with_unlabeled_labels=known,
             # e.g. ("weak", "strong", "strong") for ReMixMatch; FixMatch/DASO: weak + strong.
-            # (Supervised uses none; one weak view keeps the batch structure uniform.)
+            # (Supervised and cRT use none; one weak view keeps the batch structure uniform.)
             unlabeled_views=tuple(getattr(self.model, "unlabeled_views", ("weak", "strong"))) or ("weak",),
             # raw uint8 batches; the model's train step augments them with the same keys.
             augment_on_device=self.model.augment_on_device,
+            # cRT: class-aware labeled batches (None: without replacement, every epoch reshuffled).
+            class_aware_beta=self.model.sampler_beta,
         )
 
     # ---------------------------------------------------------------- eval / export

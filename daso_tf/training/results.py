@@ -19,7 +19,7 @@ import json
 import os
 
 from daso_tf.provenance import provenance
-from daso_tf.training.evaluation import running_median
+from daso_tf.training.evaluation import running_mean, running_median
 
 RESULTS_FILE = "results.json"
 
@@ -79,6 +79,7 @@ class EvaluationHistory:
         self.entries = [e for e in self.entries if e["step"] != step] + [entry]
         entry["test_top1_median"] = self.median("test", "top1")
         entry["valid_top1_median"] = self.median("valid", "top1")
+        entry["test_top1_mean"] = self.mean("test", "top1")
         return entry
 
     def values(self, split, metric):
@@ -86,6 +87,10 @@ class EvaluationHistory:
 
     def median(self, split="test", metric="top1"):
         return running_median(self.values(split, metric), self.median_window)
+
+    def mean(self, split="test", metric="top1"):
+        """Mean over the same window (ACR's papers report the mean of the last 20)."""
+        return running_mean(self.values(split, metric), self.median_window)
 
     def best(self, split="valid", metric="top1"):
         values = self.values(split, metric)
@@ -125,6 +130,7 @@ def results_payload(*, config, history, step, finished, wall_time_s, class_names
         f"test_top1_median{window}": history.median("test", "top1"),
         f"test_top1_la_median{window}": history.median("test", "top1_la"),
         f"valid_top1_median{window}": history.median("valid", "top1"),
+        f"test_top1_mean{window}": history.mean("test", "top1"),
         "best_valid_top1": history.best("valid", "top1"),
         "final": latest,
         "per_class_accuracy": {

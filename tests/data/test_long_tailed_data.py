@@ -94,3 +94,25 @@ def test_too_many_images_per_class_is_a_clear_error():
         make_long_tailed_data(_source(10, 500), num_valid_per_class=50, num_labeled_head=300,
                               num_unlabeled_head=200, imbalance_labeled=10,
                               imbalance_unlabeled=10, reverse_unlabeled=False, seed=0)
+
+
+def test_acr_split_protocol():
+    from daso_tf.data.long_tailed_data import LABELED_IN_UNLABELED
+
+    source = _source(3, 40)
+    data = make_long_tailed_data(source, num_valid_per_class=0, num_labeled_head=10, num_unlabeled_head=20,
+                                 imbalance_labeled=10, imbalance_unlabeled=10, reverse_unlabeled=True, seed=123,
+                                 split_protocol="acr")
+    # labeled [10, int(10 * 10^-0.5), int(10 / 10)] = [10, 3, 1]; unlabeled reversed [2, 6, 20] on top
+    assert data.labeled_counts == [10, 3, 1]
+    assert data.unlabeled_counts == [12, 9, 21] and len(data.unlabeled_labels) == 42
+    assert len(data.valid_labels) == 0 and data.valid_counts == [0, 0, 0]
+    # dataset order, no shuffle: class k's images are positions 40k, 40k+1, ...
+    np.testing.assert_array_equal(data.labeled_images[:10, 0, 0, 0], np.arange(10))
+    np.testing.assert_array_equal(data.unlabeled_images[:12, 0, 0, 0], np.arange(12))
+    np.testing.assert_array_equal(data.unlabeled_labels[:12], [LABELED_IN_UNLABELED] * 10 + [0, 0])
+    assert (data.unlabeled_labels == LABELED_IN_UNLABELED).sum() == 14
+    with pytest.raises(ValueError, match="no validation set"):
+        make_long_tailed_data(source, num_valid_per_class=5, num_labeled_head=10, num_unlabeled_head=20,
+                              imbalance_labeled=10, imbalance_unlabeled=10, reverse_unlabeled=False, seed=0,
+                              split_protocol="acr")

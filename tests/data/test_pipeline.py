@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from daso_tf.data import LongTailedData, eval_stream, train_stream
+from daso_tf.data import LongTailedData, class_aware_weights, eval_stream, train_stream
 
 
 def _indexed_data(num_labeled=13, num_unlabeled=29, size=32):
@@ -145,3 +145,68 @@ def test_learners_can_ask_for_other_unlabeled_views():
     assert not np.array_equal(two_weak[0], two_weak[1])
     with pytest.raises(ValueError, match="unlabeled_views"):
         train_stream(data, unlabeled_views=("weak", "medium"), **common)
+
+
+def test_identity_view_is_the_image_only_resized():
+    from PIL import Image
+
+    rng = np.random.default_rng(4)
+    data = _indexed_data(num_labeled=6, num_unlabeled=10)
+    # channel 0 tells the image's index (100 + i); the other channels are random content
+    data.unlabeled_images[..., 1:] = rng.integers(0, 256, data.unlabeled_images[..., 1:].shape, np.uint8)
+    views = ("identity", "weak", "strong")
+    (_, _), (u_id, u_w, u_s) = _take(train_stream(data, labeled_batch_size=2, unlabeled_ratio=5, seed=0,
+                                                  unlabeled_views=views), 1)[0]
+    index = u_id[:, 0, 0, 0].astype(int) - 100
+    assert len(set(index)) == 10
+    np.testing.assert_array_equal(u_id, data.unlabeled_images[index])
+    assert not np.array_equal(u_w, u_id) and not np.array_equal(u_s, u_id)
+    # STL-10-style 96 px images: the identity view is PIL's bilinear resize to 32 px
+    data = _indexed_data(num_labeled=4, num_unlabeled=4, size=96)
+    data.unlabeled_images = rng.integers(0, 256, data.unlabeled_images.shape, np.uint8)
+    data.unlabeled_labels = np.arange(4)
+    (_, _), (u_id, _, _, u_true) = _take(train_stream(data, labeled_batch_size=2, unlabeled_ratio=2, seed=0,
+                                                      unlabeled_views=views, with_unlabeled_labels=True), 1)[0]
+    expected = [np.asarray(Image.fromarray(data.unlabeled_images[i]).resize((32, 32), Image.BILINEAR))
+                for i in u_true]
+    np.testing.assert_array_equal(u_id, np.stack(expected))
+
+
+def test_class_aware_weights_are_the_reference_formula():
+    counts = [1500, 899, 539, 323, 193, 116, 69, 41, 25, 15]  # CIFAR-10-LT, N1 = 1500, gamma = 100
+    weights = class_aware_weights(counts, 0.999)
+    n = np.array(counts, dtype=np.float64)
+    np.testing.assert_allclose(weights, 0.001 / (1.0 - 0.999 ** n), rtol=1e-12)
+    # class shares are n_c * w_c: 1500 * 0.001 / (1 - 0.999^1500) = 1.9304, 15 * 0.001 / (1 - 0.999^15) = 1.0070
+    share = n * weights
+    assert share[0] == pytest.approx(1.9304, abs=1e-4) and share[-1] == pytest.approx(1.0070, abs=1e-4)
+    assert share[0] / share[-1] == pytest.approx(1.917, abs=1e-3)  # head : tail about 1.9 : 1
+    np.testing.assert_allclose(class_aware_weights(counts, 1.0), 1.0 / n)  # exactly balanced
+    np.testing.assert_allclose(class_aware_weights(counts, 0.0), np.ones(10))  # instance-balanced
+    with pytest.raises(ValueError, match="beta"):
+        class_aware_weights(counts, 1.5)
+
+
+def test_class_aware_labeled_sampling_draws_with_replacement_in_proportion():
+    data = _indexed_data(num_labeled=15, num_unlabeled=4, size=8)
+    data.labeled_labels = (np.arange(15) >= 12).astype(np.int64)  # 12 images of class 0, 3 of class 1
+    common = dict(labeled_batch_size=15, unlabeled_ratio=1, seed=7, output_size=8, unlabeled_views=("identity",))
+    batches = _take(train_stream(data, class_aware_beta=0.9, **common), 120)
+    index = np.stack([x_l[:, 0, 0, 0] for (x_l, _), _ in batches]).astype(int)  # one epoch per batch
+    labels = np.stack([y_l for (_, y_l), _ in batches])
+    np.testing.assert_array_equal(labels, data.labeled_labels[index])
+    # beta 0.9: class shares 12 * 0.1 / (1 - 0.9^12) : 3 * 0.1 / (1 - 0.9^3) = 1.6723 : 1.1070
+    expected = 1.6723 / (1.6723 + 1.1070)
+    assert np.mean(labels == 0) == pytest.approx(expected, abs=0.04)  # 1800 draws: 4 standard deviations
+    # with replacement: some epochs repeat images; within a class every image is equally likely
+    assert any(len(set(row)) < 15 for row in index)
+    counts = np.bincount(index.ravel(), minlength=15)
+    assert counts[:12].min() > 0.6 * counts[:12].mean() and counts[12:].min() > 0.6 * counts[12:].mean()
+    # instance-balanced sampling: class 0 holds 12 / 15 of the draws
+    balanced = _take(train_stream(data, class_aware_beta=0.0, **common), 60)
+    assert np.mean([np.mean(y == 0) for (_, y), _ in balanced]) == pytest.approx(0.8, abs=0.05)
+    # batch k is a pure function of (seed, k): a resumed stream draws the same images
+    resumed = _take(train_stream(data, class_aware_beta=0.9, start_step=100, **common), 3)
+    for a, b in zip(batches[100:], resumed):
+        for x, y in zip(tf.nest.flatten(a), tf.nest.flatten(b)):
+            np.testing.assert_array_equal(x, y)

@@ -74,3 +74,27 @@ def test_clear_errors():
                                      "imbalance_labeled": 0.5})
     with pytest.raises(ValueError, match="num_classes=5"):
         long_tailed_split(labels, **{**kwargs, "num_classes": 5})
+
+
+def test_acr_class_counts_force_the_tail_and_reverse():
+    from daso_tf.data.splits import acr_class_counts
+
+    # ACR's make_imb_data for its CIFAR-10 commands (N1 500, M1 4000, gamma 100)
+    assert acr_class_counts(500, 100, 10) == [500, 299, 179, 107, 64, 38, 23, 13, 8, 5]
+    assert acr_class_counts(4000, 100, 10, reverse=True) == [40, 66, 111, 185, 309, 516, 861, 1437, 2397, 4000]
+    assert acr_class_counts(4000, 1, 10) == [4000] * 10
+    # The last count is int(N1 / gamma), where int(N1 * mu^(K-1)) would floor 9.99.. to 9.
+    counts = acr_class_counts(1500, 150, 100)
+    assert counts[-1] == 10 and counts[0] == 1500
+
+
+def test_first_per_class_split_takes_dataset_order_and_nests_labeled_in_unlabeled():
+    from daso_tf.data.splits import first_per_class_split
+
+    labels = np.array([0, 1, 0, 1, 0, 1, 1, 0, 0])
+    labeled, unlabeled, is_labeled = first_per_class_split(labels, [2, 1], [1, 2])
+    np.testing.assert_array_equal(labeled, [0, 2, 1])  # class 0's first two, class 1's first
+    np.testing.assert_array_equal(unlabeled, [0, 2, 4, 1, 3, 5])  # first N_k + M_k of each class
+    np.testing.assert_array_equal(is_labeled, [True, True, False, True, False, False])
+    with pytest.raises(ValueError, match="class 1 needs 5 images"):
+        first_per_class_split(labels, [2, 1], [1, 4])

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from daso_tf.algorithms import ALGORITHMS
@@ -90,14 +91,72 @@ REFERENCE = {
          "ema_decay": 0.999, "seed": SEED, "warmup_steps": 5000, "queue_size": 256,
          "histogram_period": 100, "dist_temperature": 1.5, "proto_temperature": 0.05, "lambda_align": 1.0,
          "total_steps": TRAIN_STEPS}, SSL_OPTIMIZER),
+    # DebiasPL (frank-xwang/debiased-pseudo-labeling main_DebiasPL.py; the CIFAR values of USB's
+    # imbalanced configs): tau 0.4, q_hat momentum 0.999, threshold 0.95 on the debiased
+    # pseudo-label, lambda_u 1; FixMatch's LA off; EMA 0.999
+    "debiaspl": (
+        {"threshold": 0.95, "lambda_u": 1.0, "logit_adjust": False, "logit_adjust_tau": 1.0,
+         "ema_decay": 0.999, "debias_tau": 0.4, "qhat_momentum": 0.999}, SSL_OPTIMIZER),
+    # ACR (Gank0078/ACR train.py, README commands) on DASO's protocol: tau1 = tau12 = tau2 = 2,
+    # --ema-u 0.99, est-epoch 5 of eval-step 500 (estimate from step 3000), threshold 0.95; DASO's
+    # EMA (warm-up, BatchNorm averaged) and DASO's SGD (constant LR, L2 on every variable)
+    "acr": (
+        {"threshold": 0.95, "tau1": 2.0, "tau12": 2.0, "tau2": 2.0, "distribution_momentum": 0.99,
+         "adaptation_period": 500, "estimation_start_step": 3000, "ema_warmup": True, "ema_copy_batch_norm": False,
+         "ema_decay": 0.999}, dict(SSL_OPTIMIZER, l2_exclude=[])),
+    # pseudolabel.yaml: CONFIDENCE_THRESHOLD 0.95, UNLABELED_LOSS_WEIGHT 1.0, linear ramp-up over
+    # CONS_RAMPUP_ITERS_RATIO 0.4 of SOLVER.MAX_ITER (the run's length); EMA_DECAY 0.999
+    "pseudo_label": (
+        {"threshold": 0.95, "lambda_u": 1.0, "rampup_ratio": 0.4, "total_steps": TRAIN_STEPS,
+         "ema_decay": 0.999}, SSL_OPTIMIZER),
+    # defaults.py USADTM: DTM_THRES 0.85, UC_LOSS_WEIGHT 0.1, PRETRAIN_STEPS 500;
+    # UNLABELED_LOSS_WEIGHT 1.0 (with a cross-entropy unlabeled loss); EMA_DECAY 0.999
+    "usadtm": (
+        {"threshold": 0.85, "lambda_u": 1.0, "lambda_uc": 0.1, "warmup_steps": 500, "ema_decay": 0.999},
+        SSL_OPTIMIZER),
+    # classifier_retraining.py + defaults.py: SAMPLER_BETA 0.999 (ClassAwareSampler), the plain SGD
+    # (BASE_LR 0.03, no scheduler); evaluates the online model (ema_decay 0: the EMA copy is it);
+    # base_run = the finished run (here the daso run)
+    "crt": (
+        {"sampler_beta": 0.999, "base_run": "<the daso run>", "ema_decay": 0.0, "logit_adjust": False,
+         "logit_adjust_tau": 1.0}, SSL_OPTIMIZER),
 }
+# ACR on its own protocol (the *_acr experiments): EMA 0.999 without warm-up, BatchNorm buffers
+# copied; SGD with the cosine schedule 0.03 cos(7 pi t / 16T) and no L2 on biases / BatchNorm.
+ACR_PROTOCOL = (
+    {"threshold": 0.95, "tau1": 2.0, "tau12": 2.0, "tau2": 2.0, "distribution_momentum": 0.99,
+     "adaptation_period": 500, "estimation_start_step": 3000, "ema_warmup": False, "ema_copy_batch_norm": True,
+     "ema_decay": 0.999},
+    {"learning_rate": {"base_learning_rate": 0.03, "total_steps": TRAIN_STEPS, "num_cycles": 7 / 16, "warmup_steps": 0},
+     "momentum": 0.9, "nesterov": True, "l2": 5e-4, "l2_exclude": ["bias", "gamma", "beta"]})
+ACR_EXPERIMENTS = {  # run name: (experiment, gamma_u, reversed); TINY's gamma 5 replaces 100
+    "acr+cifar10_lt_n500_acr": ("cifar10_lt_n500_acr", 5, False),
+    "acr+cifar10_lt_n500_uniform_acr": ("cifar10_lt_n500_uniform_acr", 1, False),
+    "acr+cifar10_lt_n500_reversed_acr": ("cifar10_lt_n500_reversed_acr", 5, True),
+}
+REFERENCE.update({name: ACR_PROTOCOL for name in ACR_EXPERIMENTS})
 # What get_config() records besides the hyper-parameters (Keras' own keys and the data's).
 RUN_KEYS = {"name", "trainable", "dtype", "num_classes", "normalization", "labeled_class_counts", "class_names"}
 RUN_OVERRIDES = {
     "daso+abc": "algorithm.name=daso,algorithm.abc=true",
     # a key the user sets that the learner does not take (refused; shares the process's start-up)
     "refused": "algorithm.name=fixmatch,algorithm.warmup_steps=10",
+    # the README's commands: the reference's unlabeled ratio 1
+    "pseudo_label": "algorithm.name=pseudo_label,data.unlabeled_ratio=1",
+    "usadtm": "algorithm.name=usadtm,data.unlabeled_ratio=1",
+    # cRT on the finished daso run (run after it: {root} is the runs' directory)
+    "crt": "algorithm.name=crt,algorithm.base_run={root}/daso",
+    # cRT refusals: no base run, another split, an unfinished base run, base_run for another learner
+    "crt_without_base_run": "algorithm.name=crt",
+    "crt_other_split": "algorithm.name=crt,algorithm.base_run={root}/daso,data.seed=1",
+    "crt_unfinished_base_run": "algorithm.name=crt,algorithm.base_run={root}/unfinished",
+    "fixmatch_with_base_run": "algorithm.name=fixmatch,algorithm.base_run={root}/daso",
 }
+# ACR's split has no validation set; the uniform experiment keeps gamma_u = 1.
+RUN_OVERRIDES.update({name: "data.num_valid_per_class=0" + (",data.imbalance_unlabeled=1" if gamma_u == 1 else "")
+                      for name, (_, gamma_u, _) in ACR_EXPERIMENTS.items()})
+EXPORTED = ("debiaspl", "acr", "acr+cifar10_lt_n500_acr")  # also exported through run.py --mode=export
+REPORTED = ("debiaspl", "acr+cifar10_lt_n500_acr")  # also reported on through run.py --mode=report
 
 # Runs run.py's main (absl flags parsed as on the command line) once per argv, all in one
 # process, so the learners share one TensorFlow start-up; reports exit code and output.
@@ -127,22 +186,59 @@ with open(sys.argv[1], "w") as f:
 
 @pytest.fixture(scope="module")
 def learner_runs(tmp_path_factory, cifar_folder):
-    """{learner: (model_dir, report)}: every registered learner (and DASO + ABC) trained 2 steps."""
+    """{learner: (model_dir, report)}: every registered learner (and DASO + ABC, ACR on its own
+    protocol, cRT's refusals) trained 2 steps; ``export:<name>``: (export_dir, report) of
+    ``--mode=export``; ``report:<name>``: ``--mode=report``; cRT's own export and extension."""
+    from daso_tf.config import apply_overrides, parse_overrides, write_params
+    import experiments
+
     root = tmp_path_factory.mktemp("learners")
-    names = sorted(ALGORITHMS) + list(RUN_OVERRIDES)
-    argvs = [[f"--experiment={EXPERIMENT}", f"--model_dir={root / name}", "--mode=train",
-              f"--params_override=data.source=folder,data.data_dir={cifar_folder},{TINY},"
-              + RUN_OVERRIDES.get(name, f"algorithm.name={name}")] for name in names]
+    data = f"data.source=folder,data.data_dir={cifar_folder},{TINY}"
+    # a run that never reached its last step: params.yaml, no checkpoint
+    (root / "unfinished").mkdir()
+    write_params(apply_overrides(experiments.get_experiment(EXPERIMENT), parse_overrides(data)), str(root / "unfinished"))
+    names = [name for name in sorted(ALGORITHMS) if name not in RUN_OVERRIDES] + list(RUN_OVERRIDES)
+
+    def experiment(name):
+        return ACR_EXPERIMENTS[name][0] if name in ACR_EXPERIMENTS else EXPERIMENT
+
+    argvs = [[f"--experiment={experiment(name)}", f"--model_dir={root / name}",
+              "--mode=train_and_eval" if name in ACR_EXPERIMENTS else "--mode=train",
+              f"--params_override={data},"
+              + RUN_OVERRIDES.get(name, f"algorithm.name={name}").format(root=root)] for name in names]
+    for name in EXPORTED:
+        names.append(f"export:{name}")
+        argvs.append([f"--experiment={experiment(name)}", f"--model_dir={root / name}", "--mode=export",
+                      f"--export_dir={root / ('export_' + name)}"])
+    for name in REPORTED:
+        names.append(f"report:{name}")
+        argvs.append([f"--experiment={experiment(name)}", f"--model_dir={root / name}", "--mode=report"])
+    # the cRT run's own export (its params.yaml holds everything)
+    names.append("crt_export")
+    argvs.append([f"--experiment={EXPERIMENT}", f"--model_dir={root / 'crt'}", "--mode=export",
+                  f"--export_dir={root / 'crt_export'}"])
+    # a second cRT run, extended by one step: it resumes from its own checkpoint, not the base run
+    crt = f"--params_override={data}," + RUN_OVERRIDES["crt"].format(root=root)
+    names += ["crt_first", "crt_extended"]
+    argvs += [[f"--experiment={EXPERIMENT}", f"--model_dir={root / 'crt_twice'}", "--mode=train", crt],
+              [f"--experiment={EXPERIMENT}", f"--model_dir={root / 'crt_twice'}", "--mode=train",
+               crt + f",trainer.train_steps={TRAIN_STEPS + 1}"]]
     report_path = root / "report.json"
     done = subprocess.run([sys.executable, "-c", DRIVER, str(report_path)], input=json.dumps(argvs), cwd=REPO_ROOT,
-                          env=run_env(), capture_output=True, text=True, timeout=900)
+                          env=run_env(), capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
     reports = json.loads(report_path.read_text())
-    return {name: (root / name, report) for name, report in zip(names, reports)}
+
+    def directory(name):
+        kind, _, learner = name.rpartition(":")
+        return root / (("export_" if kind == "export" else "") + learner)
+
+    return {name: (directory(name), report) for name, report in zip(names, reports)}
 
 
 def test_reference_table_covers_every_registered_learner():
-    assert set(REFERENCE) == set(ALGORITHMS) | {"daso+abc"}  # daso + abc=true: the README's DASO + ABC
+    # daso + abc=true: the README's DASO + ABC; acr+<experiment>: ACR on its own protocol
+    assert set(REFERENCE) == set(ALGORITHMS) | {"daso+abc"} | set(ACR_EXPERIMENTS)
 
 
 @pytest.mark.slow
@@ -152,9 +248,13 @@ def test_learner_trains_with_its_reference_hyperparameters(learner_runs, name):
     assert report["code"] == 0, report["stderr"][-3000:]
     results = json.loads((model_dir / "results.json").read_text())
     assert results["finished"] is True and results["step"] == TRAIN_STEPS
+    if name in ("pseudo_label", "usadtm"):  # the README's command: the reference's mu = 1
+        assert results["config"]["data"]["unlabeled_ratio"] == 1
     learner = results["learner"]
     assert learner["name"] == name.split("+")[0]
     expected_config, expected_optimizer = REFERENCE[name]
+    if name == "crt":
+        expected_config = dict(expected_config, base_run=str(model_dir.parent / "daso"))
     recorded = learner["config"]
     assert "backbone" not in recorded
     assert {key: recorded[key] for key in set(recorded) - RUN_KEYS} == expected_config
@@ -198,6 +298,139 @@ def test_daso_with_abc_trains_through_run_py(learner_runs):
     names = checkpoint.get_variable_to_shape_map()
     assert "model/ema_network/abc_classifier/_kernel/.ATTRIBUTES/VARIABLE_VALUE" in names
     assert "model/seed_state/.ATTRIBUTES/VARIABLE_VALUE" in names
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(ACR_EXPERIMENTS))
+def test_acr_protocol_experiments_use_acrs_split_and_report_the_mean(learner_runs, name):
+    model_dir, report = learner_runs[name]
+    assert report["code"] == 0, report["stderr"][-3000:]
+    _, gamma_u, reverse = ACR_EXPERIMENTS[name]
+    results = json.loads((model_dir / "results.json").read_text())
+    config = results["config"]
+    assert (config["data"]["split_protocol"], config["data"]["unlabeled_ratio"]) == ("acr", 1)
+    assert config["model"]["batch_norm_momentum"] == 0.999
+    assert results["final"]["valid"] is None and results["final"]["test"]["top1"] is not None  # no validation set
+    tops = [entry["test"]["top1"] for entry in results["history"]]
+    assert results["test_top1_mean20"] == pytest.approx(np.mean(tops[-20:]))
+    # ACR's split (make_imb_data): int(N1 mu^k), the last class int(N1 / gamma); the unlabeled
+    # set is the first N_k + M_k images of each class (the labeled ones included)
+    def counts(head, gamma, reverse=False):
+        mu = np.power(1.0 / gamma, 1.0 / 9)
+        values = [int(head * np.power(mu, k)) for k in range(9)] + [int(head / gamma)]
+        return values[::-1] if reverse else values
+
+    labeled = sum(counts(10, 5))
+    unlabeled = labeled + sum(counts(12, gamma_u, reverse))
+    (total,) = [line.split() for line in report["stdout"].splitlines() if line.split()[:1] == ["total"]]
+    assert total[1:4] == [str(labeled), str(unlabeled), "0"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", EXPORTED)
+def test_debiaspl_and_acr_export_through_run_py(learner_runs, name):
+    import tensorflow as tf
+
+    export_dir, report = learner_runs[f"export:{name}"]
+    assert report["code"] == 0, report["stderr"][-3000:]
+    (version_dir,) = [path for path in export_dir.glob("*/1")]
+    outputs = tf.saved_model.load(str(version_dir)).signatures["serving_default"](
+        images=tf.constant(np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3)), tf.uint8))
+    assert outputs["probabilities"].shape == (3, 10)
+    np.testing.assert_allclose(np.sum(outputs["probabilities"], axis=-1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", REPORTED)
+def test_debiaspl_and_acr_runs_are_reported_on(learner_runs, name):
+    # ACR's protocol: no validation set, and -2 (labeled images) in the unlabeled ground truth
+    model_dir, report = learner_runs[f"report:{name}"]
+    assert report["code"] == 0, report["stderr"][-3000:]
+    learner = name.split("+")[0]
+    experiment = ACR_EXPERIMENTS[name][0] if name in ACR_EXPERIMENTS else EXPERIMENT
+    page = (model_dir / "report" / "report.html").read_text()
+    assert f"{learner} {experiment} seed {SEED}" in page
+    drawn = ["losses", "mask_rate"] + (["accuracy"] if name in ACR_EXPERIMENTS else [])  # debiaspl: --mode=train
+    for stem in drawn:
+        assert f"href='{stem}.png'" in page and (model_dir / "report" / f"{stem}.png").stat().st_size > 0
+def restored_network(checkpoint_path, network):
+    """The (backbone, classifier) weights of ``model.<network>`` in a run's checkpoint, read
+    through TensorFlow's object graph into a fresh WRN-10-1 and Dense head (checkpoint keys
+    name a variable by its shortest path, which differs between learners)."""
+    import keras
+    import tensorflow as tf
+
+    from daso_tf.models import WideResNet
+
+    backbone = WideResNet(10, 1, input_shape=(32, 32, 3))
+    classifier = keras.layers.Dense(10)
+    classifier.build((None, backbone.output_shape[-1]))
+    parts = tf.train.Checkpoint(backbone=backbone, classifier=classifier)
+    tf.train.Checkpoint(model=tf.train.Checkpoint(**{network: parts})).read(
+        str(checkpoint_path)).expect_partial().assert_existing_objects_matched()
+    return ({w.path: w.numpy() for w in backbone.weights}, [w.numpy() for w in classifier.weights])
+
+
+@pytest.mark.slow
+def test_crt_retrains_a_fresh_classifier_on_the_base_runs_online_encoder(learner_runs):
+    base_dir, _ = learner_runs["daso"]
+    model_dir, report = learner_runs["crt"]
+    assert report["code"] == 0, report["stderr"][-3000:]
+    base_checkpoint = base_dir / "checkpoints" / f"ckpt-{TRAIN_STEPS:09d}" / "ckpt"
+    assert f"encoder loaded from {base_checkpoint}" in report["stdout"]
+    results = json.loads((model_dir / "results.json").read_text())
+    base_results = json.loads((base_dir / "results.json").read_text())
+    assert results["config"]["data"] == base_results["config"]["data"]  # the base run's split
+    assert results["finished"] is True
+    _, export = learner_runs["crt_export"]
+    assert export["code"] == 0, export["stderr"][-3000:]
+    assert (model_dir.parent / "crt_export" / EXPERIMENT / "1" / "saved_model.pb").is_file()
+    crt_checkpoint = model_dir / "checkpoints" / f"ckpt-{TRAIN_STEPS:09d}" / "ckpt"
+    base_online, base_classifier = restored_network(base_checkpoint, "online_network")
+    base_ema, _ = restored_network(base_checkpoint, "ema_network")
+    crt_online, crt_classifier = restored_network(crt_checkpoint, "online_network")
+    crt_ema, crt_ema_classifier = restored_network(crt_checkpoint, "ema_network")
+    statistics = [path for path in crt_online if "moving_" in path]
+    assert statistics and len(crt_online) > 2 * len(statistics)
+    for path, value in crt_online.items():
+        # frozen weights: the base run's ONLINE ones; BatchNorm statistics kept updating (training mode)
+        assert np.array_equal(value, base_online[path]) != (path in statistics), path
+        np.testing.assert_array_equal(crt_ema[path], value)  # evaluated network = the online one (ema_decay 0)
+    assert any(not np.array_equal(base_ema[path], base_online[path]) for path in base_online)  # not the EMA
+    assert not np.allclose(crt_classifier[0], base_classifier[0])  # a fresh classifier
+    np.testing.assert_array_equal(crt_ema_classifier[0], crt_classifier[0])
+
+
+@pytest.mark.slow
+def test_an_extended_crt_run_resumes_from_its_own_checkpoint(learner_runs):
+    root, first = learner_runs["crt_first"]
+    root = root.parent
+    _, extended = learner_runs["crt_extended"]
+    assert first["code"] == 0 and extended["code"] == 0, extended["stderr"][-3000:]
+    assert "encoder loaded from" in first["stdout"] and "encoder loaded from" not in extended["stdout"]
+    assert f"(resuming from step {TRAIN_STEPS})" in extended["stdout"]
+    assert json.loads((root / "crt_twice" / "results.json").read_text())["step"] == TRAIN_STEPS + 1
+
+
+CRT_REFUSALS = {
+    "crt_without_base_run": "run.py: error: algorithm.base_run=None: learner 'crt' (algorithm.name) re-trains on a "
+                            "finished run's encoder; set algorithm.base_run=<its --model_dir>",
+    "crt_other_split": "the base run has another data split or backbone: data.seed (base run 0, this run 1); use "
+                       "the base run's --experiment and data.*/model.* overrides",
+    "crt_unfinished_base_run": "the run is not finished (no checkpoint; its final checkpoint is step 2, "
+                               "trainer.train_steps); finish it first",
+    "fixmatch_with_base_run": "learner 'fixmatch' (algorithm.name) does not take this key",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(CRT_REFUSALS))
+def test_crt_refuses_a_missing_unfinished_or_different_base_run(learner_runs, name):
+    model_dir, report = learner_runs[name]
+    assert report["code"] == 2, report["stderr"][-3000:]
+    (error,) = error_lines(report["stderr"])
+    assert CRT_REFUSALS[name] in error and "Traceback" not in report["stderr"]
+    assert not model_dir.exists()
 
 
 # --------------------------------------------------------------------------- bad input

@@ -190,7 +190,7 @@ def test_cpu_experiment_runs_from_its_default_data_dir(cpu_experiment_runs, name
     params = yaml.safe_load((model_dir / "params.yaml").read_text())
     # The experiment's own settings (not overridden above) reach the run.
     assert (params["data"]["source"], params["data"]["data_dir"]) == ("folder", "data/cifar10_jpeg")
-    assert (params["model"]["width"], params["algorithm"]["warmup_steps"]) == (1, 3000)
+    assert (params["model"]["width"], params["algorithm"]["warmup_steps"]) == (1, 1000)
     assert params["data"]["reverse_unlabeled"] == name.endswith("reversed_cpu")
     assert params["algorithm"]["dist_temperature"] == (0.3 if name.endswith("reversed_cpu") else 1.5)
     results = json.loads((model_dir / "results.json").read_text())

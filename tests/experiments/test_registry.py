@@ -103,6 +103,30 @@ def test_unknown_experiment_lists_known():
         experiments.get_experiment("cifar10_lt")
 
 
+ACR_PROTOCOL = {  # experiment: (gamma_u, reversed, ACR's reported top-1)
+    "cifar10_lt_n500_acr": (100, False, 81.6),
+    "cifar10_lt_n500_uniform_acr": (1, False, 92.1),
+    "cifar10_lt_n500_reversed_acr": (100, True, 85.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ACR_PROTOCOL))
+def test_acr_on_its_own_protocol(name):
+    gamma_u, reverse, published = ACR_PROTOCOL[name]
+    config = experiments.get_experiment(name)
+    data = config.data
+    assert (data.dataset, data.split_protocol, data.num_valid_per_class) == ("cifar10", "acr", 0)
+    assert (data.num_labeled_head, data.num_unlabeled_head, data.imbalance_labeled) == (500, 4000, 100)
+    assert (data.imbalance_unlabeled, data.reverse_unlabeled) == (gamma_u, reverse)
+    assert (data.labeled_batch_size, data.unlabeled_ratio) == (64, 1)  # ACR's mu = 1
+    assert (config.model.depth, config.model.width, config.model.batch_norm_momentum) == (28, 2, 0.999)
+    assert {key: value for key, value in dataclasses.asdict(config.algorithm).items() if value is not None} == {
+        "name": "acr", "lr_schedule": "cosine", "decay_bias_and_norm": False, "ema_warmup": False,
+        "ema_copy_batch_norm": True}
+    assert (config.trainer.train_steps, config.trainer.eval_interval, config.trainer.median_window) == (250_000, 500, 20)
+    assert experiments.get_entry(name).paper_top1 == published
+
+
 @pytest.mark.parametrize("name, reverse, dist_temperature", [
     ("cifar10_lt_n1500_cpu", False, 1.5), ("cifar10_lt_n1500_reversed_cpu", True, 0.3)])
 def test_cpu_experiments_reduce_the_paper_setting(name, reverse, dist_temperature):

@@ -13,7 +13,9 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 
 
 def reference_prototypes(batches, num_classes, feature_dim, size):
-    """Independent list-based model of the reference FeatureQueue (bal_queue=True)."""
+    """Independent list-based model of the reference FeatureQueue (bal_queue=True; a list
+    ``size``: its classwise_max_size banks)."""
+    sizes = size if isinstance(size, list) else [size] * num_classes
     queues = [[] for _ in range(num_classes)]
     prototypes = np.zeros((num_classes, feature_dim))
     history = []
@@ -21,7 +23,7 @@ def reference_prototypes(batches, num_classes, feature_dim, size):
         for k in range(num_classes):
             selected = [f for f, y in zip(features, labels) if y == k]
             if selected:
-                queues[k] = (queues[k] + selected)[-size:]
+                queues[k] = (queues[k] + selected)[-sizes[k]:]
                 prototypes[k] = np.mean(queues[k], axis=0)
         history.append(prototypes.copy())
     return history
@@ -84,6 +86,29 @@ def test_random_batches_match_reference_model_inside_tf_function(jit_compile):
         got = enqueue(tf.constant(features), tf.constant(labels))
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(queue.prototypes, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_per_class_sizes_match_reference_banks(jit_compile):
+    # USADTM's banks: class k keeps its last sizes[k] features (5 x N_k in the reference).
+    num_classes, feature_dim, sizes = 3, 2, [6, 3, 1]
+    rng = np.random.default_rng(3)
+    batches = [(rng.normal(size=(n, feature_dim)).astype(np.float32), rng.integers(0, num_classes, n))
+               for n in (5, 8, 2, 11, 4)]
+    expected = reference_prototypes(batches, num_classes, feature_dim, sizes)
+    queue = PrototypeQueue(num_classes, feature_dim, sizes)
+    assert queue.queue_features.shape == (3, 6, 2) and queue.get_config()["size"] == sizes
+    enqueue = tf.function(queue.enqueue, jit_compile=jit_compile, reduce_retracing=True)
+    pushed = np.zeros(num_classes, int)
+    for (features, labels), want in zip(batches, expected):
+        np.testing.assert_allclose(enqueue(tf.constant(features), tf.constant(labels)), want, rtol=1e-6, atol=1e-6)
+        pushed += np.bincount(labels, minlength=num_classes)
+        np.testing.assert_array_equal(queue.counts, np.minimum(pushed, sizes))
+    # hand check of the 1-long bank: its prototype is the last class-2 feature pushed
+    features, labels = np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
+    np.testing.assert_allclose(queue.prototypes[2], features[labels == 2][-1], rtol=1e-6)
+    with pytest.raises(ValueError, match="one per class"):
+        PrototypeQueue(3, 2, [4, 4])
 
 
 def test_float64_policy_keeps_float64_state_exactly():

@@ -1,5 +1,6 @@
 """WideResNet: structure, parameter count, padding and initialisation of the reference WRN."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -178,3 +179,14 @@ def test_inference_batch_norm_uses_the_moving_statistics(dtype):
     fused = "FusedBatchNormV3" in [op.type for op in call.get_concrete_function(x).graph.get_operations()]
     assert fused == (dtype == "float32")  # one kernel; float64 stays op by op
     np.testing.assert_array_equal(layer.moving_mean.numpy(), mean.astype(dtype))  # inference updates nothing
+
+
+def test_batch_norm_momentum_reaches_every_batch_norm_and_round_trips():
+    model = WideResNet(10, 1, batch_norm_momentum=0.999)  # ACR's WRN (PyTorch momentum 0.001)
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) == 7 and {layer.momentum for layer in norms} == {0.999}
+    assert WideResNet.from_config(model.get_config()).get_config()["batch_norm_momentum"] == 0.999
+    assert {layer.momentum for layer in WideResNet(10, 1).layers
+            if isinstance(layer, keras.layers.BatchNormalization)} == {0.9}
+    with pytest.raises(ValueError, match="batch_norm_momentum"):
+        WideResNet(10, 1, batch_norm_momentum=1.0)

@@ -190,6 +190,19 @@ def test_learners_without_a_mask_have_no_mask_rate_curve(tmp_path):
     check_png(out / "losses.png")
 
 
+def test_usadtm_clustering_loss_has_its_own_loss_panel(tmp_path):
+    run = make_run(tmp_path / "usadtm", algorithm="usadtm")
+    results = json.loads((run / "results.json").read_text())
+    for entry in results["training"]:
+        entry.pop("loss_align")
+        entry["loss_uc"] = -0.05  # USADTM's IIC loss is a negative mutual information
+    (run / "results.json").write_text(json.dumps(results))
+    figure = report.plot_losses([report.load_run(run)])
+    titles = [axis.get_title() for axis in figure.axes]
+    assert titles == [f"{key} (mean over each recorded window)" for key in ("loss_x", "loss_u", "loss_uc")]
+    assert list(figure.axes[2].lines[0].get_ydata()) == [-0.05] * len(results["training"])
+
+
 def test_last_window_and_pooled_rates_by_hand():
     entries = [{"step": s, "start_step": s - 100, "pseudo_labels": {"mask_rate": 0.5}} for s in range(100, 3001, 100)]
     # Last 10% of 3000 steps: the windows ending after step 2700.

@@ -15,12 +15,14 @@ def test_history_median_and_resume_cut(tmp_path):
     for step, top1 in ((10, 50.0), (20, 70.0), (30, 60.0), (40, 90.0)):
         entry = history.append(step, _metrics(top1 - 5), _metrics(top1))
     assert entry["test_top1_median"] == 70.0  # median of 70, 60, 90
+    assert entry["test_top1_mean"] == (70.0 + 60.0 + 90.0) / 3  # ACR's summary: the mean
     assert history.best("valid") == 85.0
     config = ExperimentConfig(name="tiny")
     write_results(str(tmp_path), config=config, history=history, step=40, finished=True, wall_time_s=1.5,
                   class_names=["a", "b"])
     payload = json.loads((tmp_path / "results.json").read_text())
     assert payload["test_top1_median3"] == 70.0 and payload["finished"] is True
+    assert payload["test_top1_mean3"] == (70.0 + 60.0 + 90.0) / 3
     assert payload["per_class_accuracy"]["test"] == [90.0, 90.0]
     assert payload["config"]["name"] == "tiny" and payload["wall_time_s"] == 1.5
     assert [e["step"] for e in payload["history"]] == [10, 20, 30, 40]
