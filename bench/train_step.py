@@ -16,6 +16,15 @@ B + 2*mu*B views the online network sees per step, as in ``bench.input_pipeline`
 then the stream alone (``input_pipeline_images_per_second``), peak host / device memory,
 the device name, versions, and the load average when timing started and ended.
 
+``graph``: the size of the work itself, which does not depend on the machine's load: the
+ops of the traced train step (``tf.function(model.train_step)``, nested functions included;
+``op_types`` the most frequent), and with ``--jit_compile 1`` the XLA clusters Keras' train
+function runs per step and the HLO instructions of the step (``--optimized_hlo 1``: also
+after XLA's optimisation, whose top-level instructions are the kernels run per step).
+
+DASO is timed in its active phase (``--daso_warmup_steps 0``, the default): blending,
+alignment loss and queue/histogram updates all run, as in ~98% of a paper run.
+
 Each timed call runs ``steps_per_execution`` steps and then reads the loss (the only host
 synchronisation, needed to stop the clock); the per-step time is the call time divided by
 ``steps_per_execution``, the median taken over ``ceil(steps / steps_per_execution)`` calls
@@ -61,13 +70,17 @@ def parse_args(argv=None):
     parser.add_argument("--data", default="auto", choices=("auto", "cifar10_jpeg", "random"))
     parser.add_argument("--augment_on_device", type=int, default=0, choices=(0, 1),
                         help="1: the stream yields raw uint8 images, the train step augments them")
+    parser.add_argument("--daso_warmup_steps", type=int, default=0,
+                        help="DASO's warm-up P (algorithm.warmup_steps); 0: timed in the active phase")
+    parser.add_argument("--optimized_hlo", type=int, default=0, choices=(0, 1),
+                        help="with --jit_compile 1: also count the optimised HLO (one extra XLA compile)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     for name in ("depth", "width", "batch", "ratio", "steps_per_execution", "steps"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1; got {getattr(args, name)}.")
-    if args.warmup < 0 or (args.input_batches is not None and args.input_batches < 0):
-        parser.error("--warmup and --input_batches must be >= 0.")
+    if args.warmup < 0 or args.daso_warmup_steps < 0 or (args.input_batches is not None and args.input_batches < 0):
+        parser.error("--warmup, --daso_warmup_steps and --input_batches must be >= 0.")
     if (args.depth - 4) % 6:
         parser.error(f"--depth {args.depth}: a Wide ResNet depth is 6n+4 (10, 16, 22, 28, ...).")
     if args.input_batches is None:
@@ -85,6 +98,7 @@ def experiment_config(args):
     config.model.depth, config.model.width = args.depth, args.width
     config.data.labeled_batch_size, config.data.unlabeled_ratio = args.batch, args.ratio
     config.data.seed = args.seed
+    config.algorithm.warmup_steps = args.daso_warmup_steps
     runtime = config.runtime
     runtime.jit_compile = bool(args.jit_compile)
     runtime.mixed_precision = "none" if args.precision == "float32" else args.precision
@@ -131,6 +145,53 @@ def time_calls(train_function, iterator, calls, warmup, steps_per_execution):
     return seconds, {key: float(np.asarray(value)) for key, value in logs.items()}
 
 
+def graph_report(model, dataset, train_function, optimized_hlo=False):
+    """Op counts of the train step (load-independent); see the module docstring."""
+    import collections
+    import re
+
+    import tensorflow as tf
+
+    batch = next(iter(dataset))
+    graph_def = tf.function(model.train_step).get_concrete_function(batch).graph.as_graph_def()
+    op_types = collections.Counter(node.op for node in graph_def.node)
+    for function in graph_def.library.function:
+        op_types.update(node.op for node in function.node_def)
+    report = {"train_step_ops": sum(op_types.values()), "op_types": dict(op_types.most_common(12))}
+    if not model.jit_compile:
+        return report
+    report["xla_clusters_per_step"] = xla_clusters(train_function, dataset)
+    compiled = tf.function(model.train_step, jit_compile=True)
+    instruction = re.compile(r"^\s+(?:ROOT )?%?[\w.\-]+ = ", re.M)
+    report["hlo_instructions"] = len(instruction.findall(compiled.experimental_get_compiler_ir(batch)(stage="hlo")))
+    if optimized_hlo:
+        text = compiled.experimental_get_compiler_ir(batch)(stage="optimized_hlo")
+        entry = text[text.index("\nENTRY"):].split("\n}")[0]
+        report["optimized_hlo_instructions"] = len(instruction.findall(text))
+        report["optimized_hlo_top_level"] = len(instruction.findall(entry))
+        report["optimized_hlo_fusions"] = len(re.findall(r" fusion\(", entry))
+    return report
+
+
+def xla_clusters(train_function, dataset):
+    """Call sites of XLA-compiled functions in the graph Keras' train function runs on a
+    dataset iterator, each executed once per step (None if Keras keeps that graph elsewhere
+    than this looks)."""
+    import inspect
+
+    step_loop = inspect.getclosurevars(train_function).nonlocals.get("multi_step_on_iterator")
+    if not hasattr(step_loop, "get_concrete_function"):
+        return None
+    graph_def = step_loop.get_concrete_function(iter(dataset)).graph.as_graph_def()
+    library = {function.signature.name: function for function in graph_def.library.function}
+    compiled = {name for name, function in library.items()
+                if "_XlaMustCompile" in function.attr and function.attr["_XlaMustCompile"].b}
+    # Call sites outside compiled functions (those inside are part of their cluster).
+    nodes = list(graph_def.node) + [node for name, function in library.items() if name not in compiled
+                                    for node in function.node_def]
+    return sum(1 for node in nodes if "f" in node.attr and node.attr["f"].func.name in compiled)
+
+
 def stream_images_per_second(dataset, batches, images_per_step):
     # Timed from the iterator's creation (the map functions were traced when the dataset was
     # built), as bench.input_pipeline does: nothing is computed ahead of the clock.
@@ -162,6 +223,7 @@ def run(args):
         "precision": args.precision, "jit_compile": bool(args.jit_compile),
         "steps_per_execution": args.steps_per_execution, "augment_on_device": bool(args.augment_on_device),
         "intra_op_threads": args.intra_op_threads, "inter_op_threads": args.inter_op_threads,
+        "daso_warmup_steps": args.daso_warmup_steps,
         "steps": calls * args.steps_per_execution, "warmup_calls": args.warmup,
         "images_per_step": images_per_step, "data": data_origin,
         **common.device_report(),
@@ -183,6 +245,7 @@ def run(args):
         del iterator
     result["load_average_end"] = common.load_average()
     result["peak_host_memory_mib"], result["peak_device_memory_mib"] = common.peak_memory_mib()
+    result["graph"] = graph_report(model, dataset, train_function, args.optimized_hlo)
     if args.input_batches:
         rate = stream_images_per_second(dataset, args.input_batches, images_per_step)
         result["input_pipeline_images_per_second"] = round(rate, 1)

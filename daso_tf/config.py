@@ -45,6 +45,9 @@ DTYPE_POLICIES = ("float32", "float64")
 # The learning-rate schedules a learner's default_optimizer may offer (ACR: constant or cosine).
 LR_SCHEDULES = ("constant", "cosine")
 CHECKPOINT_CHOICES = ("latest", "best")
+# Runtime switches whose best value depends on the machine: resolved when the run starts
+# (daso_tf.training.loop.resolve_switches / resolve_steps_per_execution); params.yaml keeps "auto".
+AUTO = "auto"
 
 
 class ConfigError(ValueError):
@@ -300,10 +303,13 @@ class RuntimeConfig:
     # none | auto (mixed_float16 on GPU, mixed_bfloat16 on CPU) | mixed_bfloat16 | mixed_float16.
     # Queue, prototypes, EMA, losses and variables stay float32; float16 uses loss scaling.
     mixed_precision: str = option("none", one_of(*MIXED_PRECISION_CHOICES))
-    jit_compile: bool = option(False)  # XLA-compile the whole train step (queue/histogram/EMA included)
-    # train steps per host round trip (intervals must be multiples)
-    steps_per_execution: int = option(1, COUNT)
-    augment_on_device: bool = option(False)  # weak/strong augmentation inside the (compiled) train step
+    # XLA-compile the whole train step (queue/histogram/EMA included); auto: on a GPU, one replica.
+    jit_compile: typing.Union[bool, typing.Literal["auto"]] = option(AUTO)
+    # Train steps per host round trip (the intervals must be multiples); auto: the largest
+    # divisor <= 100 of the log/eval/checkpoint intervals and of the run's first and last step.
+    steps_per_execution: typing.Union[int, typing.Literal["auto"]] = option(AUTO, COUNT)
+    # Weak/strong augmentation inside the (compiled) train step; auto: on a GPU, one replica.
+    augment_on_device: typing.Union[bool, typing.Literal["auto"]] = option(AUTO)
     deterministic: bool = option(False)  # tf.config.experimental.enable_op_determinism()
 
 
@@ -357,17 +363,18 @@ class ExperimentConfig:
         Each key's own constraint (``Allowed`` field metadata), then the rules relating keys.
         Reads no files (``model_dir.check_data_source`` checks the data directory).
         """
-        flat = self.flat()
+        flat, hints = self.flat(), _field_types(self)
         for section in _sections():
             for field in dataclasses.fields(getattr(self, section)):
                 name, allowed = f"{section}.{field.name}", field.metadata.get("allowed")
-                value = flat[name]
-                if value is None or allowed is None:
+                value, takes_auto = flat[name], _auto_or(hints[name]) is not None
+                if value is None or allowed is None or (takes_auto and value == AUTO):
                     continue  # None: unset (Optional keys only; the types were checked on input)
                 if not allowed.admits(value, flat):
                     finite = not isinstance(value, float) or math.isfinite(value)
                     kind = "an integer" if isinstance(value, int) else "a number" if finite else "a finite number"
-                    raise ConfigError(f"{name}={value!r}: expected {allowed.describe(kind)}")
+                    raise ConfigError(f"{name}={value!r}: expected {allowed.describe(kind)}"
+                                      f"{' or auto' if takes_auto else ''}")
         if self.data.source == "folder" and not self.data.data_dir:
             raise ConfigError("data.source=folder needs data.data_dir (an image folder tree train/<class>/*, test/<class>/*)")
         if (self.model.depth - 4) % 6 != 0:
@@ -378,10 +385,15 @@ class ExperimentConfig:
         if self.data.split_protocol == "acr" and self.data.num_valid_per_class != 0:
             raise ConfigError(f"data.num_valid_per_class={self.data.num_valid_per_class}: data.split_protocol=acr "
                               "has no validation split (expected 0)")
-        if self.runtime.augment_on_device and self.data.augmentation != "reference":
+        if self.runtime.augment_on_device is True and self.data.augmentation != "reference":
             raise ConfigError(f"runtime.augment_on_device=true runs the reference augmentation on the device; "
                               f"data.augmentation={self.data.augmentation!r} is host-only")
         every = self.runtime.steps_per_execution
+        if every == AUTO:
+            return self
+        if every > 1 and self.runtime.distribution_strategy == "multi_worker_mirrored":
+            raise ConfigError(f"runtime.steps_per_execution={every} fails with multi_worker_mirrored (Keras' "
+                              "multi-step loop under TF 2.21 collectives); use 1 or auto")
         for name in ("eval_interval", "checkpoint_interval", "log_interval"):
             value = getattr(self.trainer, name)
             if value % every:
@@ -448,8 +460,26 @@ def _unwrap_optional(hint):
     return hint, False
 
 
+def _auto_or(hint):
+    """``base`` for a ``Union[base, Literal["auto"]]`` hint, else None."""
+    if typing.get_origin(hint) is not typing.Union:
+        return None
+    args = typing.get_args(hint)
+    if not any(typing.get_origin(a) is typing.Literal and AUTO in typing.get_args(a) for a in args):
+        return None
+    return next(a for a in args if typing.get_origin(a) is not typing.Literal)
+
+
 def coerce_value(key, value, hint):
     """Converts ``value`` (a YAML scalar or a string from the command line) to ``hint``."""
+    base = _auto_or(hint)
+    if base is not None:
+        if isinstance(value, str) and value.strip().lower() == AUTO:
+            return AUTO
+        try:
+            return coerce_value(key, value, base)
+        except ConfigError:
+            raise ConfigError(f"{key}={value!r}: expected {_describe(base)} or auto") from None
     base, optional = _unwrap_optional(hint)
     if isinstance(value, str):
         text = value.strip()

@@ -119,6 +119,34 @@ def test_read_params_missing_returns_none(tmp_path):
     assert read_params(str(tmp_path)) is None
 
 
+def test_runtime_switches_default_to_auto_and_take_explicit_values(tmp_path):
+    config = ExperimentConfig()
+    assert (config.runtime.jit_compile, config.runtime.augment_on_device,
+            config.runtime.steps_per_execution) == ("auto", "auto", "auto")
+    apply_overrides(config, parse_overrides("runtime.jit_compile=false,runtime.augment_on_device=on,"
+                                            "runtime.steps_per_execution=10"))
+    assert (config.runtime.jit_compile, config.runtime.augment_on_device,
+            config.runtime.steps_per_execution) == (False, True, 10)
+    apply_overrides(config, parse_overrides("runtime.jit_compile=AUTO,runtime.steps_per_execution=auto"))
+    assert config.runtime.jit_compile == "auto" and config.runtime.steps_per_execution == "auto"
+    write_params(config.validate(), str(tmp_path))  # "auto" round-trips through params.yaml
+    stored = read_params(str(tmp_path))
+    assert (stored.runtime.jit_compile, stored.runtime.augment_on_device) == ("auto", True)
+
+
+@pytest.mark.parametrize("item, message", [
+    ("runtime.jit_compile=maybe", "runtime.jit_compile='maybe': expected true or false or auto"),
+    ("runtime.steps_per_execution=fast", "expected an integer or auto"),
+    ("runtime.steps_per_execution=0", "runtime.steps_per_execution=0: expected an integer >= 1 or auto"),
+    ("runtime.steps_per_execution=3", "trainer.eval_interval=500 must be a multiple of runtime.steps_per_execution=3"),
+    ("runtime.steps_per_execution=2,runtime.distribution_strategy=multi_worker_mirrored",
+     "runtime.steps_per_execution=2 fails with multi_worker_mirrored"),
+])
+def test_bad_runtime_switch_values(item, message):
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(ExperimentConfig(), parse_overrides(item)).validate()
+
+
 # ----------------------------------------------------------------------------- value constraints
 
 FREE_TEXT_KEYS = {"data.data_dir", "export.export_dir", "algorithm.base_run"}  # paths: checked where they are used

@@ -3,8 +3,9 @@
 Reference semantics (ytaek-oh/daso ``lib/models/wrn.py``):
 - LeakyReLU(0.1); BatchNorm with PyTorch's defaults (momentum 0.1 -> Keras 0.9,
   epsilon 1e-5);
-- 3x3 convolutions with an explicit 1-pixel zero pad ("valid" afterwards), because
-  Keras' "same" pads strided convolutions asymmetrically where PyTorch pads both sides;
+- 3x3 convolutions padded by 1 pixel on every side: "same" for stride 1, an explicit
+  1-pixel zero pad then "valid" for stride 2 (Keras' "same" pads strided convolutions
+  asymmetrically where PyTorch pads both sides);
 - the first block of the first stage activates before the residual split (both the
   shortcut and the residual branch see BN+LeakyReLU of the input); all others add the
   raw input (or its strided 1x1 projection) to the residual branch;
@@ -16,13 +17,23 @@ Layer names are stable: ``daso_tf.models.reference_weights`` maps the reference
 state-dict names onto them.
 """
 
+import functools
+
 import keras
+import numpy as np
 from keras import ops
 
 # PyTorch BatchNorm2d defaults expressed in Keras terms.
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 LEAKY_SLOPE = 0.1
+
+
+@functools.lru_cache(maxsize=None)
+def _gpu_present():
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
 
 
 def conv_kernel_initializer():
@@ -42,11 +53,26 @@ class ReferenceBatchNormalization(keras.layers.BatchNormalization):
 
     Training is unaffected (nothing reads the moving statistics in training mode), but
     inference-mode logits of a replayed reference run differ by ~1e-2 otherwise.
+
+    On 4-D channels-last float32 / bfloat16 / float16 inputs the whole layer is ONE fused
+    kernel (``FusedBatchNormV3``) instead of ~20 element-wise ops forward and ~30 backward:
+    in inference everywhere (a kernel Grappler can fold into the preceding convolution), in
+    training only on a GPU (cuDNN's kernel, which the PyTorch reference also runs there).
+    Same math (it returns the unbiased batch variance and applies the same moving-average
+    constants). On a CPU, training keeps the op-by-op path: oneDNN's fused backward pass
+    moved gradients by up to ~1e-3 relative (momentum buffers after two USADTM steps, against
+    4e-7 with oneDNN off), too far from the reference's arithmetic. float64 (replays) and
+    synchronised BatchNorm in training keep the op-by-op path too.
     """
 
     def call(self, inputs, training=None, mask=None):
-        if not (training and self.trainable) or self.renorm or mask is not None:
+        training = bool(training and self.trainable)
+        if self.renorm or mask is not None:
             return super().call(inputs, training=training, mask=mask)
+        if self._fusable(inputs) and not (training and (self.synchronized or not _gpu_present())):
+            return self._fused_call(inputs, training)
+        if not training:
+            return super().call(inputs, training=False, mask=mask)
         compute_dtype = keras.backend.result_type(inputs.dtype, "float32")
         inputs = ops.cast(inputs, compute_dtype)
         mean, variance = self._moments(inputs, mask)
@@ -73,6 +99,29 @@ class ReferenceBatchNormalization(keras.layers.BatchNormalization):
             offset=ops.cast(self.beta, compute_dtype) if self.center else None,
             scale=ops.cast(self.gamma, compute_dtype) if self.scale else None,
             epsilon=self.epsilon)
+        return ops.cast(outputs, self.compute_dtype)
+
+    def _fusable(self, inputs):
+        return (keras.backend.backend() == "tensorflow"
+                and len(inputs.shape) == 4 and self.axis in (-1, 3) and self.center and self.scale
+                and keras.backend.standardize_dtype(inputs.dtype) in ("float32", "bfloat16", "float16")
+                and keras.backend.standardize_dtype(self.moving_mean.dtype) == "float32")
+
+    def _fused_call(self, inputs, training):
+        import tensorflow as tf
+
+        # exponential_avg_factor f gives running = (1 - f) * running + f * batch; with
+        # f = float32(1 - momentum), 1 - f is float32(momentum) again: the op-by-op constants.
+        momentum = np.float32(self.momentum)
+        factor = float(np.float32(1.0) - momentum)
+        # The raw op, not tf.compat.v1.nn.fused_batch_norm: that wrapper raises epsilon to 1.001e-5.
+        outputs, moving_mean, moving_variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+            x=inputs, scale=tf.cast(self.gamma.value, "float32"), offset=tf.cast(self.beta.value, "float32"),
+            mean=self.moving_mean.value, variance=self.moving_variance.value, epsilon=float(self.epsilon),
+            exponential_avg_factor=factor if training else 1.0, data_format="NHWC", is_training=training)
+        if training:
+            self.moving_mean.assign(moving_mean)
+            self.moving_variance.assign(moving_variance)
         return ops.cast(outputs, self.compute_dtype)
 
 
@@ -102,9 +151,17 @@ def _leaky_relu(name):
 
 
 def _conv3x3(x, filters, stride, name):
-    x = keras.layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
+    if stride == 1:
+        # "same" pads 1 pixel on every side, as PyTorch, inside the convolution kernel (no
+        # separate pad op forward and slice op backward). The Identity keeps the layer list,
+        # hence the object paths of checkpoints written with a ZeroPadding2D here.
+        x = keras.layers.Identity(name=f"{name}_pad")(x)
+        padding = "same"
+    else:
+        x = keras.layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
+        padding = "valid"
     return keras.layers.Conv2D(
-        filters, 3, strides=stride, padding="valid", use_bias=False,
+        filters, 3, strides=stride, padding=padding, use_bias=False,
         kernel_initializer=conv_kernel_initializer(), name=name,
     )(x)
 

@@ -97,7 +97,7 @@ def format_duration(seconds):
 class TrainingWindow:
     """Host-side sums over a window of training steps -> one ``results.json`` ``training`` entry.
 
-    The Keras logs (losses, mask) are averaged over the window's callback calls; the
+    The Keras logs (losses, mask) are averaged over the window's steps; the
     pseudo-label counts read from ``model.pseudo_label_diagnostics()`` are summed, so the
     entry's precision and recall are those of the whole window, not a mean of ratios.
     """
@@ -108,10 +108,11 @@ class TrainingWindow:
         self.num_selected = self.num_unlabeled = 0
         self.confusion = self.confusion_all = None
 
-    def add_logs(self, values):
+    def add_logs(self, values, steps=1):
+        """Adds ``values``, the means of the logs over ``steps`` steps."""
         for key, value in values.items():
-            self.log_sums[key] = self.log_sums.get(key, 0.0) + value
-        self.log_count += 1
+            self.log_sums[key] = self.log_sums.get(key, 0.0) + steps * value
+        self.log_count += steps
 
     def add_diagnostics(self, diagnostics):
         self.num_selected += int(diagnostics.get("num_selected", 0))
@@ -169,9 +170,11 @@ class TrainingSummaries(keras.callbacks.Callback):
 
     Writes losses, mask rate, learning rate, the pseudo-label histogram m and class weights
     v (DASO), and per-class pseudo-label precision/recall when the learner provides
-    ``pseudo_label_diagnostics()``. Keras hands callbacks Python floats (it converts the
-    logs once per execution), so the window is summed on the host; use
-    ``runtime.steps_per_execution`` > 1 to make that round trip less frequent.
+    ``pseudo_label_diagnostics()``. The learner's train step averages its logs on the
+    device (``SemiSupervisedModel.step_log_means``: the logs are means since the last
+    reset), so the only device reads are at the window's end, where this callback resets
+    the means. Keras also resets them when an epoch begins: a window that spans an epoch
+    end keeps its first part on the host (weighted by its step count).
 
     The same values also feed a ``TrainingWindow`` that ``take_record()`` turns into the
     run's ``results.json`` training entry. The diagnostics reset when read, so they are read
@@ -183,28 +186,45 @@ class TrainingSummaries(keras.callbacks.Callback):
         self.clock, self.writer, self.log_interval = clock, writer, int(log_interval)
         self.class_names = list(class_names)
         self._keys = None
-        self._sums = None
+        self._sums = None  # the window's earlier parts (host)
         self._count = 0
+        self._means_since = 0  # step where the model's running means last restarted
+        self._last_logs = None
         self._record = TrainingWindow(clock.step)
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._means_since = self.clock.step
+
     def on_train_batch_end(self, batch, logs=None):
-        logs = logs or {}
-        if self._keys is None:
-            self._keys = [k for k in TRAIN_SCALARS if k in logs]
-            self._sums = np.zeros(len(self._keys), np.float64)
-        values = [float(logs[k]) for k in self._keys]
-        self._sums += values
-        self._count += 1
-        self._record.add_logs(dict(zip(self._keys, values)))
+        self._last_logs = logs or {}
         if self.clock.step % self.log_interval == 0:
             self.flush()
 
+    def on_epoch_end(self, epoch, logs=None):
+        self._hold_running_means()
+
     def on_train_end(self, logs=None):
+        self._hold_running_means()
         if self._count:
             self.flush()
 
+    def _hold_running_means(self):
+        """Adds the model's running means since ``_means_since`` to the host window and record."""
+        steps = self.clock.step - self._means_since
+        if steps <= 0 or not self._last_logs:
+            return
+        if self._keys is None:
+            self._keys = [k for k in TRAIN_SCALARS if k in self._last_logs]
+            self._sums = np.zeros(len(self._keys), np.float64)
+        means = np.asarray([float(self._last_logs[k]) for k in self._keys], np.float64)
+        self._sums += steps * means
+        self._count += steps
+        self._record.add_logs(dict(zip(self._keys, means.tolist())), steps)
+        self._means_since = self.clock.step
+
     def take_record(self):
         """The training entry of the steps since the previous record (see ``TrainingWindow``)."""
+        self._hold_running_means()
         if self._count:
             self.flush()  # reads the diagnostics up to this step
         entry = self._record.entry(self.clock.step, self._learning_rate())
@@ -217,9 +237,15 @@ class TrainingSummaries(keras.callbacks.Callback):
         return float(np.asarray(self.model.optimizer.learning_rate))
 
     def flush(self):
+        self._hold_running_means()
+        step_log_means = getattr(self.model, "step_log_means", None)
+        if step_log_means is not None:
+            step_log_means.reset_state()  # the next window starts here
+        if not self._count:
+            return
         step = self.clock.step
-        means = self._sums / self._count if self._keys else []
-        self._sums = np.zeros(len(self._keys or ()), np.float64)
+        means = self._sums / self._count
+        self._sums = np.zeros(len(self._keys), np.float64)
         self._count = 0
         with self.writer.as_default(step=step):
             for key, value in zip(self._keys, means):

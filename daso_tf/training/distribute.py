@@ -49,7 +49,7 @@ def make_strategy(runtime):
     if name == "mirrored":
         gpus = tf.config.list_logical_devices("GPU")
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
-        if runtime.jit_compile and not gpus:
+        if runtime.jit_compile is True and not gpus:
             raise ConfigError("runtime.jit_compile=true with a mirrored strategy fails on CPU devices "
                               "(TF_NOTES.md); set runtime.jit_compile=false")
         # On CPUs NCCL is unavailable; reduce through the host.

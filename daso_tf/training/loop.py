@@ -25,19 +25,21 @@ import os
 import re
 import shutil
 import time
+import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from daso_tf import io_utils
-from daso_tf.config import write_params
+from daso_tf.config import AUTO, write_params
 from daso_tf.provenance import provenance
 from daso_tf.training import callbacks as callbacks_lib
 from daso_tf.training.base_run import final_checkpoint
 from daso_tf.training.checkpoints import CheckpointManager
-from daso_tf.training.distribute import (check_divisible, chief_decides, input_pipeline_for_replicas, is_chief,
-                                         is_chief_task, make_strategy, synchronize_batch_norm, task_info,
+from daso_tf.training.distribute import (check_divisible, chief_decides, in_multi_worker_mode,
+                                         input_pipeline_for_replicas, is_chief, is_chief_task, make_strategy,
+                                         synchronize_batch_norm, task_info,
                                          wrap_train_logs_for_multi_worker)
 from daso_tf.training.distribution_estimation import ESTIMATE_FILE, DistributionEstimation
 from daso_tf.training.evaluation import classification_metrics
@@ -46,6 +48,9 @@ from daso_tf.training.learner_arguments import describe_learner, learner_argumen
 from daso_tf.training.results import (EvaluationHistory, RESULTS_FILE, TrainingHistory, read_results,
                                       write_results)
 from daso_tf.training.run_lock import RunDirLock
+
+# runtime.steps_per_execution=auto runs at most this many steps per host round trip.
+MAX_AUTO_STEPS_PER_EXECUTION = 100
 
 
 def plan_segments(start_step, total_steps, period, boundaries=()):
@@ -90,6 +95,41 @@ def set_precision_policy(config):
         keras.config.set_dtype_policy("float32")
 
 
+def resolve_switches(config, strategy):
+    """``(jit_compile, augment_on_device)`` with ``auto`` resolved: on where a GPU computes
+    and one replica runs (on several replicas, on-device augmentation draws other images than
+    one device, and XLA is untested there); explicit true/false are kept."""
+    runtime = config.runtime
+    accelerated = bool(tf.config.list_logical_devices("GPU")) and strategy.num_replicas_in_sync == 1
+    jit_compile = accelerated if runtime.jit_compile == AUTO else bool(runtime.jit_compile)
+    if runtime.augment_on_device == AUTO:
+        augment_on_device = accelerated and config.data.augmentation == "reference"
+    else:
+        augment_on_device = bool(runtime.augment_on_device)
+    return jit_compile, augment_on_device
+
+
+def resolve_steps_per_execution(config, start_step, strategy):
+    """Train steps per host round trip for a run starting at ``start_step``.
+
+    Every fit epoch (``plan_segments``) and every log window must be a whole number of
+    executions: an explicit value is reduced to its gcd with the first and last step (the
+    intervals are validated multiples); ``auto`` is the largest divisor, at most
+    ``MAX_AUTO_STEPS_PER_EXECUTION``, of the gcd of the log/eval/checkpoint intervals and
+    the first and last step (50 for the paper settings), and 1 under multi-worker
+    collectives (Keras' multi-step loop fails there with TF 2.21).
+    """
+    trainer = config.trainer
+    ends = math.gcd(trainer.train_steps, int(start_step))
+    requested = config.runtime.steps_per_execution
+    if requested != AUTO:
+        return math.gcd(int(requested), ends)
+    if in_multi_worker_mode(strategy):
+        return 1
+    aligned = math.gcd(trainer.log_interval, trainer.eval_interval, trainer.checkpoint_interval, ends)
+    return max(d for d in range(1, min(aligned, MAX_AUTO_STEPS_PER_EXECUTION) + 1) if aligned % d == 0)
+
+
 def load_data(data_config):
     """The long-tailed splits of ``data_config`` (``daso_tf.data.LongTailedData``)."""
     from daso_tf import data as data_lib
@@ -121,6 +161,9 @@ def build_model(config, lt_data, strategy):
 
     size = config.data.image_size
     arguments = learner_arguments(config)
+    jit_compile, augment_on_device = resolve_switches(config, strategy)
+    # TrainingRun.train sets the run's value once it knows the first step.
+    steps_per_execution = 1 if config.runtime.steps_per_execution == AUTO else config.runtime.steps_per_execution
     keras.utils.set_random_seed(config.data.seed)  # initial weights are part of the run's seed
     with strategy.scope():
         backbone = WideResNet(config.model.depth, config.model.width, input_shape=(size, size, 3),
@@ -131,7 +174,7 @@ def build_model(config, lt_data, strategy):
             normalization=data_lib.NORMALIZATION[config.data.dataset],
             labeled_class_counts=[int(c) for c in lt_data.labeled_counts],
             class_names=list(lt_data.class_names),
-            augment_on_device=config.runtime.augment_on_device,
+            augment_on_device=augment_on_device,
             augment_seed=config.data.seed,
             **{**arguments.algorithm_class.data_arguments(config, lt_data), **arguments.model_kwargs},
         )
@@ -139,8 +182,13 @@ def build_model(config, lt_data, strategy):
         if strategy.num_replicas_in_sync > 1:
             synchronize_batch_norm(model)
         optimizer = arguments.algorithm_class.default_optimizer(**arguments.optimizer_kwargs)
-        model.compile(optimizer=optimizer, jit_compile=config.runtime.jit_compile,
-                      steps_per_execution=config.runtime.steps_per_execution)
+        with warnings.catch_warnings():
+            # Keras turns XLA off under op determinism (some XLA GPU ops have no deterministic
+            # kernel); the XLA CPU step is deterministic, and an explicit request is kept.
+            warnings.filterwarnings("ignore", message="Model doesn't support `jit_compile=True`")
+            model.compile(optimizer=optimizer, jit_compile=jit_compile, steps_per_execution=steps_per_execution)
+        if jit_compile and not model.jit_compile and config.runtime.deterministic:
+            model._jit_compile = True
         model.optimizer.build(model.trainable_variables)
     wrap_train_logs_for_multi_worker(model, strategy)
     return model
@@ -210,7 +258,9 @@ def startup_summary(config, model_dir, mode, strategy, lt_data, model, start_ste
     lines += [
         f"model      {config.algorithm.name} on WRN-{config.model.depth}-{config.model.width}, "
         f"{count_parameters(model):,} trainable parameters, policy {keras.config.dtype_policy().name}, "
-        f"XLA {'on' if config.runtime.jit_compile else 'off'}",
+        f"XLA {_switch(model.jit_compile, config.runtime.jit_compile)}, augmentation on "
+        f"{'device' if model.augment_on_device else 'host'} ({config.runtime.augment_on_device}), "
+        f"{model.steps_per_execution} step(s) per execution ({config.runtime.steps_per_execution})",
     ]
     lines.append(f"learner    {describe_learner(learner_record(config.algorithm.name, model))}")
     not_taken = learner_arguments(config).not_taken
@@ -226,6 +276,10 @@ def startup_summary(config, model_dir, mode, strategy, lt_data, model, start_ste
         "=" * 78,
     ]
     return "\n".join(lines)
+
+
+def _switch(value, configured):
+    return f"{'on' if value else 'off'} ({configured})"
 
 
 # ----------------------------------------------------------------------------- the run
@@ -326,6 +380,10 @@ class TrainingRun:
             self.checkpoints.drop_damaged_best()
         self.writer = (tf.summary.create_file_writer(os.path.join(self.model_dir, "tensorboard"))
                        if self.chief else tf.summary.create_noop_writer())
+        steps_per_execution = resolve_steps_per_execution(config, start_step, self.strategy)
+        if steps_per_execution != self.model.steps_per_execution:
+            self.model.steps_per_execution = steps_per_execution
+            self.model.train_function = None  # traced again with the new loop length
         self.log(startup_summary(config, self.model_dir, self.mode, self.strategy, self.lt_data, self.model, start_step))
         self.evaluator = Evaluator(self.model, make_eval_datasets(config, self.lt_data), self.lt_data.labeled_counts)
         # Learners with passes over a whole dataset between steps (CReST's generations,
@@ -402,7 +460,7 @@ class TrainingRun:
             # (Supervised and cRT use none; one weak view keeps the batch structure uniform.)
             unlabeled_views=tuple(getattr(self.model, "unlabeled_views", ("weak", "strong"))) or ("weak",),
             # raw uint8 batches; the model's train step augments them with the same keys.
-            augment_on_device=self.config.runtime.augment_on_device,
+            augment_on_device=self.model.augment_on_device,
             # cRT: class-aware labeled batches (None: without replacement, every epoch reshuffled).
             class_aware_beta=self.model.sampler_beta,
             with_unlabeled_indices=self.model.needs_unlabeled_indices,  # e.g. DARP's per-sample state

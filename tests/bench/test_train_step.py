@@ -50,6 +50,14 @@ def test_command_prints_json_with_input_included_and_excluded():
         result["input_pipeline_images_per_second"] / result["input_included"]["images_per_second"], rel=1e-2,
         abs=6e-3)  # reported with 2 decimals
     assert len(result["load_average_start"]) == 3
+    # Timed in DASO's active phase (warm-up 0): the alignment loss is on.
+    assert result["daso_warmup_steps"] == 0 and result["input_included"]["last_logs"]["loss_align"] > 0
+    graph = result["graph"]
+    assert graph["train_step_ops"] >= sum(graph["op_types"].values()) > 0
+    # Fused BatchNorm and grouped EMA/optimiser updates: ~1,500 ops for this WRN-10-1 DASO step
+    # (2,551 with op-by-op BatchNorm and an update chain per variable).
+    assert graph["train_step_ops"] < 1800 and graph["op_types"]["ReadVariableOp"] < 300
+    assert "xla_clusters_per_step" not in graph
 
 
 def test_fast_paths_run_in_process():
@@ -65,12 +73,15 @@ def test_fast_paths_run_in_process():
     assert result["algorithm"] == "fixmatch" and result["input_included"] is None
     check_timing(result["input_excluded"], 1, 20)  # 2 steps = one call of steps_per_execution=2
     assert result["input_pipeline_images_per_second"] is None
+    # The whole step (augmentation, EMA, optimiser) is one XLA cluster.
+    assert result["graph"]["xla_clusters_per_step"] == 1 and result["graph"]["hlo_instructions"] > 1000
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--depth", "11"], "6n+4"),
     (["--steps", "0"], "--steps must be >= 1"),
     (["--precision", "float16"], "invalid choice"),
+    (["--daso_warmup_steps", "-1"], "must be >= 0"),
 ])
 def test_bad_flags_are_refused(argv, message, capsys):
     with pytest.raises(SystemExit) as error:

@@ -192,6 +192,21 @@ def _tensorboard_tags(directory):
     return tags
 
 
+def test_auto_runtime_runs_several_steps_per_host_round_trip(trained_run):
+    import tensorflow as tf
+
+    model_dir, result = trained_run
+    # Intervals 2 (log, checkpoint) and 4 (eval), 8 steps: 2 steps per execution, exactly.
+    assert "2 step(s) per execution (auto)" in result.stdout and "XLA off (auto)" in result.stdout
+    losses = {}
+    for path in (model_dir / "tensorboard").glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.tag == "train/loss":
+                    losses[event.step] = float(tf.make_ndarray(value.tensor))
+    assert sorted(losses) == [2, 4, 6, 8] and all(np.isfinite(list(losses.values())))
+
+
 def test_killed_run_resumes_to_the_same_state(tmp_path, trained_run, overrides):
     reference_dir, _ = trained_run
     model_dir = tmp_path / "interrupted"

@@ -95,6 +95,107 @@ def test_leaky_relu_slope_is_exact_in_float64():
     np.testing.assert_array_equal(layer(x).numpy(), np.where(x > 0, x, x * 0.1))
 
 
+def test_stride_1_convolutions_pad_every_side_like_pytorch():
+    # "same" for stride 1: a 3x3 sum kernel on ones sees 4 ones in a corner, 6 on an edge.
+    model = WideResNet(10, 1, input_shape=(6, 6, 16))
+    conv = model.get_layer("unit1_0_conv1")
+    x = np.ones((1, 6, 6, 16), np.float32)
+    conv.kernel.assign(np.ones(conv.kernel.shape, np.float32))
+    out = conv(model.get_layer("unit1_0_conv1_pad")(x)).numpy()
+    assert out.shape == (1, 6, 6, 16)
+    np.testing.assert_allclose(out[0, 0, 0, 0], 4 * 16)
+    np.testing.assert_allclose(out[0, 0, 2, 0], 6 * 16)
+    np.testing.assert_allclose(out[0, 2, 2, 0], 9 * 16)
+
+
+def test_layer_list_is_stable_for_checkpoints():
+    # Checkpoints address the backbone's layers by position: every 3x3 conv keeps its
+    # "<name>_pad" layer in front (an Identity for stride 1, where the conv pads itself).
+    names = [layer.name for layer in WideResNet(10, 1).layers]
+    assert names[:8] == ["images", "init_conv_pad", "init_conv", "unit1_0_pre_act_bn", "unit1_0_pre_act_relu",
+                         "unit1_0_conv1_pad", "unit1_0_conv1", "unit1_0_bn2"]
+    assert len(names) == 35
+    pads = {name: type(WideResNet(10, 1).get_layer(name)).__name__ for name in names if name.endswith("_pad")}
+    assert pads["unit2_0_conv1_pad"] == "ZeroPadding2D" and pads["unit1_0_conv2_pad"] == "Identity"
+
+
+def _batch_norm_step(dtype, x, upstream, policy=None):
+    """Output, input/gamma/beta gradients and new moving statistics of one training step."""
+    import tensorflow as tf
+
+    from daso_tf.models.wide_resnet import ReferenceBatchNormalization
+
+    layer = ReferenceBatchNormalization(momentum=0.9, epsilon=1e-5, dtype=policy or dtype)
+    layer.build(x.shape)
+    layer.gamma.assign(np.linspace(0.5, 1.5, x.shape[-1]))
+    layer.beta.assign(np.linspace(-1, 1, x.shape[-1]))
+    layer.moving_variance.assign(np.full(x.shape[-1], 2.0))
+
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(tf.cast(y, upstream.dtype) * upstream)
+        return y, tape.gradient(loss, [x, layer.gamma.value, layer.beta.value])
+
+    y, grads = step(tf.cast(x, dtype))
+    ops = [op.type for op in step.get_concrete_function(tf.cast(x, dtype)).graph.get_operations()]
+    values = [y, *grads, layer.moving_mean.value, layer.moving_variance.value]
+    return [np.asarray(tf.cast(v, "float64")) for v in values], ops
+
+
+@pytest.mark.parametrize("dtype, policy, rtol", [("float32", None, 1e-5), ("bfloat16", "mixed_bfloat16", 2e-2)])
+def test_fused_training_batch_norm_matches_the_op_by_op_float64_path(dtype, policy, rtol, monkeypatch):
+    from daso_tf.models import wide_resnet
+
+    monkeypatch.setattr(wide_resnet, "_gpu_present", lambda: True)  # the GPU's path, its math on this CPU
+    rng = np.random.default_rng(0)
+    x = rng.normal(1.0, 2.0, (6, 5, 5, 8))
+    upstream = rng.normal(size=x.shape)
+    expected, ops64 = _batch_norm_step("float64", x, upstream)
+    got, ops = _batch_norm_step(dtype, x, upstream.astype("float32"), policy)
+    assert "FusedBatchNormV3" in ops and "FusedBatchNormV3" not in ops64  # float64 stays op by op
+    for name, a, b in zip(("y", "dx", "dgamma", "dbeta", "moving_mean", "moving_variance"), got, expected):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * np.abs(b).max(), err_msg=name)
+    flat = x.reshape(-1, 8)
+    np.testing.assert_allclose(got[5], 0.9 * 2.0 + 0.1 * flat.var(0, ddof=1), rtol=rtol)  # unbiased, as torch
+
+
+def test_training_batch_norm_on_a_cpu_is_op_by_op(monkeypatch):
+    from daso_tf.models import wide_resnet
+
+    monkeypatch.setattr(wide_resnet, "_gpu_present", lambda: False)
+    rng = np.random.default_rng(0)
+    x = rng.normal(1.0, 2.0, (6, 5, 5, 8))
+    expected, _ = _batch_norm_step("float64", x, rng.normal(size=x.shape))
+    got, ops = _batch_norm_step("float32", x, rng.normal(size=x.shape).astype("float32"))
+    assert "FusedBatchNormV3" not in ops and "FusedBatchNormGradV3" not in ops
+    np.testing.assert_allclose(got[0], expected[0], rtol=1e-5, atol=1e-5)  # same normalised outputs
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_inference_batch_norm_uses_the_moving_statistics(dtype):
+    import tensorflow as tf
+
+    from daso_tf.models.wide_resnet import ReferenceBatchNormalization
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(1.0, 2.0, (3, 4, 4, 5)).astype(dtype)
+    layer = ReferenceBatchNormalization(momentum=0.9, epsilon=1e-5, dtype=dtype)
+    layer.build(x.shape)
+    gamma, beta, mean, variance = (rng.normal(size=5), rng.normal(size=5), rng.normal(size=5), rng.uniform(0.5, 2, 5))
+    for variable, value in zip((layer.gamma, layer.beta, layer.moving_mean, layer.moving_variance),
+                               (gamma, beta, mean, variance)):
+        variable.assign(value)
+    call = tf.function(lambda x: layer(x, training=False))
+    expected = (x.astype(np.float64) - mean) / np.sqrt(variance + 1e-5) * gamma + beta
+    np.testing.assert_allclose(call(x).numpy(), expected, rtol=1e-5 if dtype == "float32" else 1e-12, atol=1e-5)
+    fused = "FusedBatchNormV3" in [op.type for op in call.get_concrete_function(x).graph.get_operations()]
+    assert fused == (dtype == "float32")  # one kernel; float64 stays op by op
+    np.testing.assert_array_equal(layer.moving_mean.numpy(), mean.astype(dtype))  # inference updates nothing
+
+
 def test_batch_norm_momentum_reaches_every_batch_norm_and_round_trips():
     model = WideResNet(10, 1, batch_norm_momentum=0.999)  # ACR's WRN (PyTorch momentum 0.001)
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]

@@ -1,9 +1,13 @@
 """daso_tf.training.callbacks: step clock, progress lines, periodic triggers."""
 
 import io
+import types
+
+import numpy as np
+import pytest
 
 from daso_tf.training.callbacks import (PeriodicCheckpoint, PeriodicEvaluation, ProgressLogger, StepClock,
-                                        format_duration)
+                                        TrainingSummaries, format_duration)
 
 
 def _drive(callbacks, clock, first_step, epochs, steps_per_epoch, logs=None):
@@ -50,6 +54,51 @@ def test_format_duration():
     assert format_duration(float("nan")) == "?"
 
 
+class _RunningMeans:
+    """The model's on-device running means of the step logs, as the train step keeps them."""
+
+    def __init__(self):
+        self.values = []
+
+    def reset_state(self):
+        self.values = []
+
+
+def test_summaries_average_each_log_window_across_epoch_ends(tmp_path):
+    import tensorflow as tf
+
+    clock = StepClock(0)
+    writer = tf.summary.create_file_writer(str(tmp_path))
+    summaries = TrainingSummaries(clock, writer, log_interval=3, class_names=["a", "b"])
+    model = types.SimpleNamespace(step_log_means=_RunningMeans(),
+                                  optimizer=types.SimpleNamespace(learning_rate=0.03))
+    summaries.set_model(model)
+    means = model.step_log_means
+    # What fit does: 2 epochs of 4 steps, the means reset when an epoch begins; step t logs t.
+    clock.begin_segment(0, 4)
+    summaries.on_train_begin()
+    for epoch in range(2):
+        means.reset_state()
+        clock.on_epoch_begin(epoch)
+        summaries.on_epoch_begin(epoch)
+        for batch in range(4):
+            means.values.append(clock.step + 1.0)
+            logs = {"loss": float(np.mean(means.values)), "mask": 0.5}
+            clock.on_train_batch_end(batch, logs)
+            summaries.on_train_batch_end(batch, logs)
+        summaries.on_epoch_end(epoch)
+    summaries.on_train_end()
+    writer.flush()
+    written = {}
+    for path in tmp_path.glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.tag == "train/loss":
+                    written[event.step] = float(tf.make_ndarray(value.tensor))
+    # Windows 1-3, 4-6 (across the epoch end after step 4: its first part kept on the host), 7-8.
+    assert written == pytest.approx({3: 2.0, 6: 5.0, 8: 7.5})
+
+
 class _DiagnosticModel:
     """Stands in for a learner: counts its diagnostics reads, which reset what it accumulated."""
 
@@ -58,6 +107,7 @@ class _DiagnosticModel:
 
         self.reads = 0
         self.optimizer = types.SimpleNamespace(learning_rate=0.03)
+        self.step_log_means = _RunningMeans()
         self.pending = []
 
     def pseudo_label_diagnostics(self):
@@ -82,10 +132,13 @@ def test_summaries_read_the_diagnostics_once_for_tensorboard_and_the_record():
     clock.begin_segment(0, 3)
     # rows: true class, columns: pseudo-label (selected samples only)
     confusions = [np.array([[2, 1], [0, 1]]), np.array([[1, 0], [1, 0]]), np.array([[0, 0], [0, 3]])]
+    means = model.step_log_means
     for batch, (loss, confusion) in enumerate(zip((1.0, 2.0, 6.0), confusions)):
         model.pending.append(confusion)
+        means.values.append((loss, 0.25 * (batch + 1)))
         clock.on_train_batch_end(batch)
-        summaries.on_train_batch_end(batch, {"loss": loss, "mask": 0.25 * (batch + 1)})
+        # the logs are the means since the last reset, as the train step reports them
+        summaries.on_train_batch_end(batch, dict(zip(("loss", "mask"), np.mean(means.values, axis=0).tolist())))
     assert model.reads == 1  # the log window at step 2
     entry = summaries.take_record()  # closes the partial log window: one more read, for both uses
     assert model.reads == 2

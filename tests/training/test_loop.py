@@ -1,8 +1,13 @@
-"""daso_tf.training.loop: fit segment planning, partial evaluation."""
+"""daso_tf.training.loop: fit segment planning, partial evaluation, runtime auto switches."""
+
+import math
 
 import pytest
 
-from daso_tf.training.loop import plan_segments
+import types
+
+from daso_tf.config import ExperimentConfig
+from daso_tf.training.loop import plan_segments, resolve_steps_per_execution, resolve_switches
 
 
 @pytest.mark.parametrize("start, total, period, expected", [
@@ -56,3 +61,45 @@ def test_partial_evaluation_samples_every_class():
     assert len(set(seen.tolist())) >= 8  # the first 50 stored images would be class 0 only
     again = np.concatenate([b.numpy() for _, b in make_eval_datasets(config, lt_data)["test"]])
     np.testing.assert_array_equal(seen, again)  # the same sample at every evaluation
+
+
+def _strategy(replicas=1, multi_worker=False):
+    extended = types.SimpleNamespace(_in_multi_worker_mode=lambda: multi_worker)
+    return types.SimpleNamespace(num_replicas_in_sync=replicas, extended=extended)
+
+
+@pytest.mark.parametrize("intervals, total, start, requested, expected", [
+    ((50, 500, 500), 250_000, 0, "auto", 50),      # the paper settings: one host round trip per log line
+    ((50, 500, 500), 250_000, 130, "auto", 10),    # resumed at step 130: epochs of 70 then 500
+    ((2, 4, 2), 8, 0, "auto", 2),
+    ((2, 4, 2), 7, 0, "auto", 1),                  # a last epoch of 3 steps
+    ((300, 600, 600), 3000, 0, "auto", 100),       # capped: the largest divisor <= 100
+    ((210, 420, 420), 4200, 0, "auto", 70),
+    ((50, 500, 500), 1010, 0, 10, 10),             # explicit: kept where it divides the ends
+    ((50, 500, 500), 1005, 0, 10, 5),              # ... else reduced (no epoch overshoots)
+])
+def test_steps_per_execution_divides_every_epoch_and_log_window(intervals, total, start, requested, expected):
+    config = ExperimentConfig()
+    trainer = config.trainer
+    trainer.log_interval, trainer.eval_interval, trainer.checkpoint_interval = intervals
+    trainer.train_steps, config.runtime.steps_per_execution = total, requested
+    every = resolve_steps_per_execution(config, start, _strategy())
+    assert every == expected
+    period = math.gcd(trainer.eval_interval, trainer.checkpoint_interval)
+    for _, _, steps_per_epoch in plan_segments(start, total, period):
+        assert steps_per_epoch % every == 0
+    assert resolve_steps_per_execution(config, start, _strategy(2, multi_worker=True)) == (
+        1 if requested == "auto" else expected)
+
+
+def test_auto_switches_are_on_with_a_gpu_and_one_replica():
+    import tensorflow as tf
+
+    gpu = bool(tf.config.list_logical_devices("GPU"))
+    config = ExperimentConfig()
+    assert resolve_switches(config, _strategy()) == (gpu, gpu)
+    assert resolve_switches(config, _strategy(2)) == (False, False)
+    config.data.augmentation = "keras_cv"  # host-only augmentation
+    assert resolve_switches(config, _strategy()) == (gpu, False)
+    config.runtime.jit_compile, config.runtime.augment_on_device = True, True
+    assert resolve_switches(config, _strategy(2)) == (True, True)  # explicit values are kept
