@@ -181,12 +181,7 @@ class ACR(SemiSupervisedModel):
         return reference_sgd(**overrides)
 
     def select_unlabeled_views(self, views):
-        if len(views) == 3:
-            return list(views)
-        if len(views) == 2:  # standard layout: u_s serves as both strong views
-            return [views[0], views[1], views[1]]
-        raise ValueError(f"{type(self).__name__} takes unlabeled views (weak, strong, strong) or "
-                         f"(weak, strong); the batch holds {len(views)}.")
+        return self.select_weak_and_two_strong_views(views)
 
     def build_state(self, feature_dim):
         state = dict(trainable=False, dtype=self.loss_dtype(), aggregation="only_first_replica")

@@ -440,6 +440,17 @@ class SemiSupervisedModel(keras.Model):
                 f"{self.unlabeled_views}; the batch holds {len(views)}.")
         return list(views)
 
+    def select_weak_and_two_strong_views(self, views):
+        """``select_unlabeled_views`` of the learners with views (weak, strong, strong)
+        (ReMixMatch, ACR): the standard (weak, strong) layout is accepted too, its u_s then
+        serving as both strong views."""
+        if len(views) == 3:
+            return list(views)
+        if len(views) == 2:
+            return [views[0], views[1], views[1]]
+        raise ValueError(f"{type(self).__name__} takes unlabeled views (weak, strong, strong) or "
+                         f"(weak, strong); the batch holds {len(views)}.")
+
     def _check_images(self, name, images):
         shape = images.shape
         if len(shape) != 4:

@@ -85,12 +85,7 @@ class ReMixMatch(SemiSupervisedModel):
         self.seed_state = self.seed_generator.state  # tracked, so tf.train.Checkpoint saves it
 
     def select_unlabeled_views(self, views):
-        if len(views) == 3:
-            return list(views)
-        if len(views) == 2:  # standard layout: u_s serves as both strong views
-            return [views[0], views[1], views[1]]
-        raise ValueError(f"{type(self).__name__} takes unlabeled views (weak, strong, strong) or "
-                         f"(weak, strong); the batch holds {len(views)}.")
+        return self.select_weak_and_two_strong_views(views)
 
     # ------------------------------------------------------------------ pseudo-label
     def guess_targets(self, weak_logits, weak_features, step):
