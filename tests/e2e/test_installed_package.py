@@ -21,7 +21,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 from tests.e2e.runs import EXPERIMENT
-from tests.e2e.test_run import TINY
+from tests.e2e.runs import TINY
 
 pytestmark = pytest.mark.slow
 
