@@ -4,7 +4,7 @@ import os
 import pathlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Never let a test reach a download path (TF_NOTES.md: tfds retries DNS for minutes).
+# Never let a test reach a download path (tfds retries DNS for minutes when offline).
 os.environ.setdefault("TFDS_DATA_DIR", "/nonexistent-tfds-data-dir-for-tests")
 os.environ.setdefault("NO_GCE_CHECK", "true")
 

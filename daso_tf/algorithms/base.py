@@ -47,7 +47,7 @@ def all_gather(tensor):
     """Concatenate ``tensor`` over replicas along axis 0 (identity on one replica).
 
     The gathered order equals the global batch order, so state updated from gathered
-    tensors matches a one-device run (TF_NOTES.md, MirroredStrategy rule 2).
+    tensors matches a one-device run (docs/algorithm.md section 6).
     """
     context = replica_context()
     if context is None or context.num_replicas_in_sync == 1:
@@ -101,6 +101,8 @@ class SemiSupervisedModel(keras.Model):
     sampler_beta = None
     # Whether training batches must carry each unlabeled sample's dataset index (u_index).
     needs_unlabeled_indices = False
+    # Whether the train step can be XLA-compiled (runtime.jit_compile=auto turns XLA on only then).
+    xla_compatible = True
 
     # Constructor arguments that are not hyper-parameters: what the data and the program
     # supply, and the heads learners set themselves. Every other constructor argument of a
@@ -501,7 +503,7 @@ class SemiSupervisedModel(keras.Model):
         with tf.GradientTape() as tape:
             losses, outputs = self.forward_and_compute_losses(batch, step)
             # Gradients are summed over replicas: scale each replica's mean loss so the sum
-            # is the global-batch mean (TF_NOTES.md rule 7).
+            # is the global-batch mean (docs/algorithm.md section 6).
             scaled_loss = losses["loss"] / ops.cast(num_replicas_in_sync(), losses["loss"].dtype)
             scaled_loss = self.optimizer.scale_loss(scaled_loss)
         variables = self.trainable_variables

@@ -49,6 +49,7 @@ class FixMatchDARP(FixMatch):
 
     NOT_HYPERPARAMETERS = FixMatch.NOT_HYPERPARAMETERS + ("num_unlabeled", "unlabeled_class_counts")
     needs_unlabeled_indices = True
+    xla_compatible = False  # DARP solves on the host (tf.numpy_function) inside the train step
 
     def __init__(self, backbone, num_classes, darp_warmup_ratio=0.4, darp_period=10, darp_alpha=2.0,
                  darp_iterations=10, darp_estimate=None, total_steps=250_000, num_unlabeled=None,
@@ -99,7 +100,7 @@ class FixMatchDARP(FixMatch):
         from daso_tf.config import ConfigError
 
         name = config.algorithm.name
-        if config.runtime.jit_compile:
+        if config.runtime.jit_compile is True:  # auto stays off for this learner (xla_compatible)
             raise ConfigError(f"runtime.jit_compile=True: learner {name!r} solves DARP on the host inside the train "
                               "step, which XLA cannot compile; expected false")
         from daso_tf.data.sources import train_images_per_class

@@ -51,7 +51,7 @@ def make_strategy(runtime):
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         if runtime.jit_compile is True and not gpus:
             raise ConfigError("runtime.jit_compile=true with a mirrored strategy fails on CPU devices "
-                              "(TF_NOTES.md); set runtime.jit_compile=false")
+                              "with TF 2.21; set runtime.jit_compile=false")
         # On CPUs NCCL is unavailable; reduce through the host.
         cross_device_ops = None if gpus else tf.distribute.ReductionToOneDevice()
         return tf.distribute.MirroredStrategy(devices, cross_device_ops=cross_device_ops)

@@ -97,11 +97,14 @@ def set_precision_policy(config):
 
 def resolve_switches(config, strategy):
     """``(jit_compile, augment_on_device)`` with ``auto`` resolved: on where a GPU computes
-    and one replica runs (on several replicas, on-device augmentation draws other images than
+    and one replica runs (XLA: and the learner's step compiles, ``xla_compatible``) (on several replicas, on-device augmentation draws other images than
     one device, and XLA is untested there); explicit true/false are kept."""
+    from daso_tf.algorithms import get_algorithm
+
     runtime = config.runtime
     accelerated = bool(tf.config.list_logical_devices("GPU")) and strategy.num_replicas_in_sync == 1
-    jit_compile = accelerated if runtime.jit_compile == AUTO else bool(runtime.jit_compile)
+    xla_compatible = get_algorithm(config.algorithm.name).xla_compatible  # e.g. not DARP's host solve
+    jit_compile = (accelerated and xla_compatible) if runtime.jit_compile == AUTO else bool(runtime.jit_compile)
     if runtime.augment_on_device == AUTO:
         augment_on_device = accelerated and config.data.augmentation == "reference"
     else:
