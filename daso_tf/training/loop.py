@@ -112,18 +112,19 @@ def resolve_switches(config, strategy):
     return jit_compile, augment_on_device
 
 
-def resolve_steps_per_execution(config, start_step, strategy):
+def resolve_steps_per_execution(config, start_step, strategy, boundaries=()):
     """Train steps per host round trip for a run starting at ``start_step``.
 
     Every fit epoch (``plan_segments``) and every log window must be a whole number of
-    executions: an explicit value is reduced to its gcd with the first and last step (the
-    intervals are validated multiples); ``auto`` is the largest divisor, at most
-    ``MAX_AUTO_STEPS_PER_EXECUTION``, of the gcd of the log/eval/checkpoint intervals and
-    the first and last step (50 for the paper settings), and 1 under multi-worker
-    collectives (Keras' multi-step loop fails there with TF 2.21).
+    executions: an explicit value is reduced to its gcd with the first and last step and the
+    learner's ``boundaries`` (CReST's generation starts; the intervals are validated
+    multiples); ``auto`` is the largest divisor, at most ``MAX_AUTO_STEPS_PER_EXECUTION``, of
+    the gcd of the log/eval/checkpoint intervals, the first and last step and the boundaries
+    (50 for the paper settings), and 1 under multi-worker collectives (Keras' multi-step
+    loop fails there with TF 2.21).
     """
     trainer = config.trainer
-    ends = math.gcd(trainer.train_steps, int(start_step))
+    ends = math.gcd(trainer.train_steps, int(start_step), *(int(b) for b in boundaries))
     requested = config.runtime.steps_per_execution
     if requested != AUTO:
         return math.gcd(int(requested), ends)
@@ -383,16 +384,17 @@ class TrainingRun:
             self.checkpoints.drop_damaged_best()
         self.writer = (tf.summary.create_file_writer(os.path.join(self.model_dir, "tensorboard"))
                        if self.chief else tf.summary.create_noop_writer())
-        steps_per_execution = resolve_steps_per_execution(config, start_step, self.strategy)
+        # Learners with passes over a whole dataset between steps (CReST's generations,
+        # DARP_ESTIM's estimates); see generations.py / distribution_estimation.py.
+        passes = dict(batch_size=trainer.eval_batch_size, output_size=config.data.image_size, log=self.log)
+        generations = GenerationLoop(self.model, self.lt_data, **passes) if GenerationLoop.drives(self.model) else None
+        boundaries = generations.boundaries(trainer.train_steps) if generations else ()
+        steps_per_execution = resolve_steps_per_execution(config, start_step, self.strategy, boundaries)
         if steps_per_execution != self.model.steps_per_execution:
             self.model.steps_per_execution = steps_per_execution
             self.model.train_function = None  # traced again with the new loop length
         self.log(startup_summary(config, self.model_dir, self.mode, self.strategy, self.lt_data, self.model, start_step))
         self.evaluator = Evaluator(self.model, make_eval_datasets(config, self.lt_data), self.lt_data.labeled_counts)
-        # Learners with passes over a whole dataset between steps (CReST's generations,
-        # DARP_ESTIM's estimates); see generations.py / distribution_estimation.py.
-        passes = dict(batch_size=trainer.eval_batch_size, output_size=config.data.image_size, log=self.log)
-        generations = GenerationLoop(self.model, self.lt_data, **passes) if GenerationLoop.drives(self.model) else None
         estimation = None
         if DistributionEstimation.drives(self.model):
             estimation = DistributionEstimation(
@@ -417,7 +419,6 @@ class TrainingRun:
             callback_list.append(callbacks_lib.ProgressLogger(clock, trainer.train_steps, trainer.log_interval))
 
         period = math.gcd(trainer.eval_interval, trainer.checkpoint_interval)
-        boundaries = generations.boundaries(trainer.train_steps) if generations else ()
         segments = plan_segments(start_step, trainer.train_steps, period, boundaries)
         if not segments:
             self.log(f"already trained to step {start_step} (trainer.train_steps={trainer.train_steps}); "

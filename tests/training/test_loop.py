@@ -92,6 +92,21 @@ def test_steps_per_execution_divides_every_epoch_and_log_window(intervals, total
         1 if requested == "auto" else expected)
 
 
+@pytest.mark.parametrize("requested", ["auto", 50])
+def test_steps_per_execution_stops_at_every_generation_boundary(requested):
+    # CReST+: 5 generations of 50,000 steps (paper), and of 1,000 steps in a 5,000-step run
+    config = ExperimentConfig()
+    config.runtime.steps_per_execution = requested
+    assert resolve_steps_per_execution(config, 0, _strategy(), boundaries=[50_000, 100_000, 150_000, 200_000]) == 50
+    config.trainer.train_steps, config.trainer.log_interval = 5000, 50
+    assert resolve_steps_per_execution(config, 0, _strategy(), boundaries=[1000, 2000, 3000, 4000]) == 50
+    # a generation starting at step 1 (2 steps, 2 generations): one step per execution
+    config.trainer.train_steps = config.trainer.log_interval = config.trainer.eval_interval = 2
+    config.trainer.checkpoint_interval = 2
+    assert resolve_steps_per_execution(config, 0, _strategy(), boundaries=[1]) == 1
+    assert resolve_steps_per_execution(config, 0, _strategy()) == 2  # without the boundary
+
+
 def test_auto_switches_are_on_with_a_gpu_and_one_replica():
     import tensorflow as tf
 
