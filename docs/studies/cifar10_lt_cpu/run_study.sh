@@ -40,6 +40,7 @@ for seed in $SEEDS; do
 done | xargs -P "${STUDY_JOBS:-1}" -L 1 bash -c 'run_one "$@"' _
 
 for setting in cifar10_lt_n1500 cifar10_lt_n1500_reversed; do
-  python -m daso_tf.tools.report "$STUDY/$setting"/*_seed* --out "$STUDY/$setting/report"
+  python -m daso_tf.tools.report "$STUDY"/cifar10_lt_n1500/supervised_seed* "$STUDY/$setting"/fixmatch_seed* \
+    "$STUDY/$setting"/daso_seed* --out "$STUDY/$setting/report"
 done
 python "$STUDY/summarize.py"   # the README table
