@@ -69,7 +69,7 @@ class ReferenceBatchNormalization(keras.layers.BatchNormalization):
         training = bool(training and self.trainable)
         if self.renorm or mask is not None:
             return super().call(inputs, training=training, mask=mask)
-        if self._fusable(inputs) and not (training and (self.synchronized or not _gpu_present())):
+        if self._fusable(inputs) and not (training and self.synchronized):
             return self._fused_call(inputs, training)
         if not training:
             return super().call(inputs, training=False, mask=mask)
