@@ -297,15 +297,7 @@ class ACR(SemiSupervisedModel):
         decay = ops.convert_to_tensor(self.ema_decay, "float64")
         if self.ema_warmup:
             decay = ops.minimum(1.0 - 1.0 / (ops.cast(step, "float64") + 1.0), decay)
-        for ema_weight, weight in zip(self.ema_network.weights, self.online_network.weights):
-            dtype = ema_weight.dtype
-            if not keras.backend.is_float_dtype(dtype):
-                continue  # e.g. seed-generator state of a dropout layer
-            if self.ema_copy_batch_norm and not weight.trainable:  # BatchNorm moving statistics
-                ema_weight.assign(ops.cast(weight, dtype))
-                continue
-            d = ops.cast(decay, dtype)
-            ema_weight.assign(d * ema_weight + ops.cast(1.0 - decay, dtype) * ops.cast(weight, dtype))
+        self.average_into_ema(decay, copy_batch_norm_statistics=self.ema_copy_batch_norm)
 
     def get_config(self):
         config = super().get_config()

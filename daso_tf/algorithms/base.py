@@ -645,16 +645,27 @@ class SemiSupervisedModel(keras.Model):
         """Hook run after the optimiser and EMA updates (DASO: histogram bookkeeping)."""
 
     def update_ema(self, step):
-        """ema = d*ema + (1-d)*w for every weight and BatchNorm statistic (spec section 1.10).
+        """ema = d*ema + (1-d)*w for every weight and BatchNorm statistic (spec section 1.10),
+        with d = min(1 - 1/(t+1), ema_decay)."""
+        t = ops.cast(step, "float64")
+        self.average_into_ema(ops.minimum(1.0 - 1.0 / (t + 1.0), ops.convert_to_tensor(self.ema_decay, "float64")))
+
+    def average_into_ema(self, decay, copy_batch_norm_statistics=False):
+        """ema = decay*ema + (1-decay)*w (``decay`` a float64 scalar); with
+        ``copy_batch_norm_statistics`` the non-trainable float variables (BatchNorm moving
+        statistics) are copied instead.
 
         One stacked update per group of same-shaped variables (``stacked_map``: bit-identical
         to the per-variable formula, a few ops instead of a chain per variable).
         """
-        t = ops.cast(step, "float64")
-        decay = ops.minimum(1.0 - 1.0 / (t + 1.0), ops.convert_to_tensor(self.ema_decay, "float64"))
         # Integer state (e.g. a dropout layer's seed generator) is not averaged.
         pairs = [(ema_weight, weight) for ema_weight, weight in zip(self.ema_network.weights, self.online_network.weights)
                  if tf.as_dtype(ema_weight.dtype).is_floating]
+        if copy_batch_norm_statistics:
+            for ema_weight, weight in pairs:
+                if not weight.trainable:
+                    ema_weight.assign(ops.cast(weight, ema_weight.dtype))
+            pairs = [(ema_weight, weight) for ema_weight, weight in pairs if weight.trainable]
         if not pairs:
             return
         ema_weights = [ema_weight for ema_weight, _ in pairs]

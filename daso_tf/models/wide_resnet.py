@@ -17,8 +17,6 @@ Layer names are stable: ``daso_tf.models.reference_weights`` maps the reference
 state-dict names onto them.
 """
 
-import functools
-
 import keras
 import numpy as np
 from keras import ops
@@ -27,13 +25,6 @@ from keras import ops
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 LEAKY_SLOPE = 0.1
-
-
-@functools.lru_cache(maxsize=None)
-def _gpu_present():
-    import tensorflow as tf
-
-    return bool(tf.config.list_physical_devices("GPU"))
 
 
 def conv_kernel_initializer():
@@ -55,14 +46,15 @@ class ReferenceBatchNormalization(keras.layers.BatchNormalization):
     inference-mode logits of a replayed reference run differ by ~1e-2 otherwise.
 
     On 4-D channels-last float32 / bfloat16 / float16 inputs the whole layer is ONE fused
-    kernel (``FusedBatchNormV3``) instead of ~20 element-wise ops forward and ~30 backward:
-    in inference everywhere (a kernel Grappler can fold into the preceding convolution), in
-    training only on a GPU (cuDNN's kernel, which the PyTorch reference also runs there).
-    Same math (it returns the unbiased batch variance and applies the same moving-average
-    constants). On a CPU, training keeps the op-by-op path: oneDNN's fused backward pass
-    moved gradients by up to ~1e-3 relative (momentum buffers after two USADTM steps, against
-    4e-7 with oneDNN off), too far from the reference's arithmetic. float64 (replays) and
-    synchronised BatchNorm in training keep the op-by-op path too.
+    kernel (``FusedBatchNormV3``; backward ``FusedBatchNormGradV3``) instead of ~20
+    element-wise ops forward and ~30 backward, in training and inference (where Grappler can
+    fold it into the preceding convolution). Same math: it returns the unbiased batch
+    variance and applies the same moving-average constants. Not bit-identical to the op-by-op
+    chain (another summation order: oneDNN's kernel on a CPU, cuDNN's on a GPU, as the
+    PyTorch reference runs there), but as accurate: against a float64 computation its float32
+    outputs and gradients are off by the same order as the op-by-op float32 chain's
+    (tests/models/test_wide_resnet.py). float64 (replays) and synchronised BatchNorm in
+    training keep the op-by-op path.
     """
 
     def call(self, inputs, training=None, mask=None):

@@ -27,6 +27,7 @@ import tensorflow as tf
 from daso_tf.algorithms import get_algorithm
 from daso_tf.data import LongTailedData, pipeline, train_stream
 from daso_tf.models import WideResNet
+from daso_tf.models.wide_resnet import ReferenceBatchNormalization
 
 SIZE, BATCH, RATIO, CLASSES, SEED = 16, 4, 1, 3, 5
 THRESHOLD = 0.37
@@ -227,9 +228,14 @@ def test_device_augmentation_makes_pseudo_labels_single_weak_view(lt_data):
 
 
 @pytest.mark.slow
-def test_usadtm_under_xla_on_raw_batches_equals_the_plain_host_run(lt_data):
+def test_usadtm_under_xla_on_raw_batches_equals_the_plain_host_run(lt_data, monkeypatch):
     # Per-class banks, IIC loss and prototype pseudo-labels inside one compiled step with
     # on-device (identity, weak, strong) views: the plain host-stream run to the XLA tolerance.
+    # BatchNorm op by op in both runs: the plain run's fused CPU kernel sums in another order
+    # than XLA's expansion, and that last-bit difference is enough to flip a near-tie among
+    # USADTM's prototype pseudo-labels (momentum buffers ~1e-3 apart after two steps), which
+    # would hide what this test checks.
+    monkeypatch.setattr(ReferenceBatchNormalization, "_fusable", lambda self, inputs: False)
     options = dict(labeled_class_counts=[4] * CLASSES, warmup_steps=1)
     plain = make_model("usadtm", **options)
     plain_logs = train(plain, stream(lt_data, unlabeled_views=plain.unlabeled_views), 2)
