@@ -24,10 +24,12 @@ the copy is a zip of ``train/<class>/*.jpg`` and ``test/<class>/*.jpg``:
     python run.py --experiment=cifar10_lt_n1500_cpu
     python run.py --experiment=cifar10_lt_n1500_cpu --mode=report   # runs/cifar10_lt_n1500_cpu/report/
 
-Measured (seed 0, docs/studies/cifar10_lt_cpu/): cifar10_lt_n1500_cpu took 6,362 s with
-DASO on this 2-core CPU shared with 3-5 other jobs (load average 10-17); test top-1
-median-4 30.8% (FixMatch 28.1%, Supervised 32.0%). cifar10_lt_n1500_reversed_cpu (same
-budget): DASO 32.1%, FixMatch 30.4%. One seed; the README's study section says what they show.
+Measured (seeds 1 / 0, docs/studies/cifar10_lt_cpu/): cifar10_lt_n1500_cpu took 1,591 s with
+DASO on a 2-core CPU running one other training run beside it (seed 0, an older, slower
+version on a CPU shared with 3-5 other jobs: 6,362 s); test top-1 median-4 30.9 / 30.8%
+(FixMatch 29.0 / 28.1%, Supervised 32.7 / 32.0%). cifar10_lt_n1500_reversed_cpu (same budget,
+1,233 s with DASO): DASO 32.2 / 32.1%, FixMatch 28.8 / 30.4%. The README's study section says
+what they show.
 """
 
 import os
@@ -131,14 +133,14 @@ def cifar10_lt_cpu(reverse_unlabeled=False):
     return config
 
 
-# python run.py --experiment=cifar10_lt_n1500_cpu          (6,362 s on a shared 2-core CPU; DASO 30.8, seed 0)
+# python run.py --experiment=cifar10_lt_n1500_cpu          (1,591 s on a 2-core CPU shared with one other run; DASO 30.9, seed 1)
 @register("cifar10_lt_n1500_cpu", paper_top1=None, paper_source="reduced for a CPU, no paper number",
           description="cifar10_lt_n1500 on a 2-core CPU: WRN-28-1, B=32, 2k steps, warm-up 1k, median-4; data/cifar10_jpeg")
 def cifar10_lt_n1500_cpu():
     return cifar10_lt_cpu()
 
 
-# python run.py --experiment=cifar10_lt_n1500_reversed_cpu (~1.8 h on a shared 2-core CPU; DASO 32.1, seed 0)
+# python run.py --experiment=cifar10_lt_n1500_reversed_cpu (1,233 s on a 2-core CPU, partly shared; DASO 32.2, seed 1)
 @register("cifar10_lt_n1500_reversed_cpu", paper_top1=None, paper_source="reduced for a CPU, no paper number",
           description="cifar10_lt_n1500_reversed on a 2-core CPU: WRN-28-1, B=32, 2k steps, warm-up 1k, median-4, T_dist=0.3; "
                       "data/cifar10_jpeg")

@@ -2,7 +2,7 @@
 
     python docs/studies/cifar10_lt_cpu/summarize.py
 
-Per run: the last step reached, test top-1 (median of the last 4 evaluations, as the
+Per run (every committed seed): the last step reached, test top-1 (median of the last 4 evaluations, as the
 experiment reports it; logit-adjusted in brackets), head / medium / tail test accuracy of the
 last evaluation (classes 0-2 / 3-6 / 7-9), and from the training windows of results.json
 (every unlabeled sample's pseudo-label, before the confidence mask): the recall of the
@@ -45,16 +45,23 @@ def row(setting, learner, results):
                     masks + f"{windows[-1]['mask'] * 100:.0f}"]
 
 
+def seeds_of(setting, learner):
+    """The seeds with a committed results.json, ascending."""
+    return sorted(int(path.parent.name.rsplit("_seed", 1)[1])
+                  for path in (STUDY / setting).glob(f"{learner}_seed*/results.json"))
+
+
 def main():
-    header = ["setting", "learner", "steps", "test top-1 median-4 (LA)", "head / medium / tail",
+    header = ["setting", "learner", "seed", "steps", "test top-1 median-4 (LA)", "head / medium / tail",
               "pseudo-label recall, classes 7-9", "selected pseudo-labels right %", "mask % (step 1000 -> last)"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for setting in SETTINGS:
         for learner in LEARNERS:
-            path = STUDY / setting / f"{learner}_seed0" / "results.json"
-            if path.exists():
-                print("| " + " | ".join(row(setting, learner, json.loads(path.read_text()))) + " |")
+            for seed in seeds_of(setting, learner):
+                results = json.loads((STUDY / setting / f"{learner}_seed{seed}" / "results.json").read_text())
+                cells = row(setting, learner, results)
+                print("| " + " | ".join(cells[:2] + [str(seed)] + cells[2:]) + " |")
 
 
 if __name__ == "__main__":
