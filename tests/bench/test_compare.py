@@ -56,13 +56,15 @@ def test_a_base_with_the_registry_at_the_top_level_is_aliased(tmp_path):
 
 
 @pytest.mark.slow
-def test_one_real_pair_of_tiny_runs(tmp_path, capsys):
+def test_one_real_pair_of_tiny_runs(tmp_path):
     out = tmp_path / "ab.jsonl"
-    code = compare.main(["--base", str(REPO_ROOT), "--configs", "b4", "--rounds", "1", "--out", str(out),
-                         "--extra", "--depth 10 --batch 2 --steps 2 --warmup 1 --data random"])
-    assert code == 0
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.compare", "--base", str(REPO_ROOT), "--configs", "b4", "--rounds", "1",
+         "--out", str(out), "--extra", "--depth 10 --batch 2 --steps 2 --warmup 1 --data random"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [line["side"] for line in lines] == ["base", "new"]
     assert all(line["result"]["depth"] == 10 and line["result"]["batch"] == 2 for line in lines)
-    summary = json.loads(capsys.readouterr().out)["b4"]
+    summary = json.loads(completed.stdout)["b4"]
     assert summary["new_over_base"] == pytest.approx(summary["new"]["median"] / summary["base"]["median"], abs=1e-3)
